@@ -1,0 +1,5 @@
+"""Allow `python -m flywheel`."""
+
+from flywheel.cli import main
+
+main()

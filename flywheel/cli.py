@@ -1,0 +1,201 @@
+"""Command line: a thin typer layer over the library; errors become one readable line and an exit code."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flywheel.config import Settings
+from flywheel.errors import ConfigError, FlywheelError, InvalidInput, NotFound, StoreLocked
+
+app = typer.Typer(
+    help="flywheel: retrieval that gets better from its users' clicks.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+# Exit codes: 1 other error, 2 bad input or config, 3 data dir in use, 4 not found.
+EXIT_CODES: list[tuple[type[Exception], int]] = [
+    (InvalidInput, 2),
+    (ConfigError, 2),
+    (StoreLocked, 3),
+    (NotFound, 4),
+    (FlywheelError, 1),
+]
+T = TypeVar("T")
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML or YAML settings file (env vars win over it).")
+]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data folder (default ./flywheel-data).")]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    """Settings from the file, env and the given non-None CLI flags."""
+    return Settings.load(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Call fn, turning flywheel errors into one line on stderr and an exit code."""
+    try:
+        return fn()
+    except FlywheelError as exc:
+        code = next(c for t, c in EXIT_CODES if isinstance(exc, t))
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code) from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (FLYWHEEL_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (FLYWHEEL_PORT).")] = None,
+) -> None:
+    """Run the API (search, feedback, documents) on the data dir; it owns the DuckDB file and Qdrant folder."""
+    import uvicorn
+
+    from flywheel.api import create_app
+
+    def start() -> None:
+        settings = _settings(config, data_dir=data_dir, host=host, port=port)
+        check_bind(settings)
+        _setup_logging(settings.log_level)
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+    _run(start)
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse to listen beyond loopback while no API key is configured.
+
+    Raises:
+        ConfigError: host is not a loopback address and no keys are set.
+    """
+    if settings.auth_enabled:
+        return
+    try:
+        loopback = settings.host == "localhost" or ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(
+            f"refusing to listen on {settings.host} without API keys: set FLYWHEEL_ADMIN_KEYS and "
+            "FLYWHEEL_SEARCH_KEYS, or serve on 127.0.0.1"
+        )
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="JSONL, CSV or TSV (optionally .gz) with id, text[, metadata].")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Documents per write.")] = 256,
+) -> None:
+    """Add or replace documents from a file (through the running server if one owns the data dir)."""
+    from flywheel.corpus import batched, read_documents
+
+    def go() -> None:
+        settings = _settings(config, data_dir=data_dir)
+        docs = list(read_documents(file))  # parse everything first: a bad line must not leave half a file in
+        total = 0
+        with _open_or_client(settings) as (service, client), _progress() as bar:
+            task = bar.add_task(f"ingesting {file.name}", total=len(docs))
+            for batch in batched(iter(docs), min(batch_size, settings.max_documents_per_request)):
+                if service is not None:
+                    total += service.upsert_documents(batch)
+                else:
+                    total += client.upsert_documents(
+                        [{"id": d.id, "text": d.text, "metadata": d.metadata} for d in batch]
+                    )
+                bar.advance(task, len(batch))
+        console.print(f"read {len(docs)} rows, upserted {total} documents")
+
+    _run(go)
+
+
+@app.command()
+def stats(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Print row counts of the event store (from the server if one owns the data dir)."""
+
+    def go() -> None:
+        settings = _settings(config, data_dir=data_dir)
+        try:
+            from flywheel.store import Store
+
+            store = Store(settings.db_file)
+        except StoreLocked:
+            from flywheel.client import Client
+
+            counts = Client.for_settings(settings).stats()
+        else:
+            counts = store.stats()
+            store.close()
+        table = Table("table", "rows")
+        for name, value in counts.items():
+            table.add_row(name, str(value))
+        console.print(table)
+
+    _run(go)
+
+
+class _open_or_client:  # noqa: N801 - used as a context manager
+    """Open the data dir directly, or fall back to the running server's API when it holds the lock."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.service = None
+        self.client = None
+
+    def __enter__(self) -> tuple[Any, Any]:
+        from flywheel.service import Service
+
+        try:
+            self.service = Service.open(self.settings, progress=True)
+        except StoreLocked:
+            from flywheel.client import Client
+
+            err_console.print("data dir in use: sending through the running server's API")
+            self.client = Client.for_settings(self.settings)
+        return self.service, self.client
+
+    def __exit__(self, *exc: object) -> None:
+        if self.service is not None:
+            self.service.close()
+        if self.client is not None:
+            self.client.close()
+
+
+def _progress():  # -> rich Progress
+    from flywheel.service import progress_bar
+
+    return progress_bar()
+
+
+def print_json(data: Any) -> None:
+    """Print JSON to stdout (machine-readable output of commands like `evaluate`)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

