@@ -16,9 +16,6 @@ from flywheel.config import Settings, packaged_model_path
 from flywheel.service import Service
 from tests._tiny_model import build_tiny_model
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 CORPUS = [
     ("d1", "How do I learn Python quickly?"),
     ("d2", "What is the best way to learn Python programming?"),

@@ -242,3 +242,43 @@ def test_auth_roles(keyed_api: TestClient) -> None:
         assert keyed_api.get(path).status_code == 401, path
         assert keyed_api.get(path, headers=_auth("srch")).status_code == 200, path
     assert keyed_api.get("/livez").json() == {"status": "ok"}
+
+
+# --- end to end with the packaged MiniLM on real Quora questions ------------------------------------------
+
+
+@pytest.mark.slow
+def test_minilm_end_to_end_on_quora(tmp_path: Path, minilm_path: str) -> None:
+    """Real model, real data: duplicates of held-out questions are found near the top."""
+    import csv
+    import gzip
+    import io
+    import json
+
+    root = Path(__file__).parent.parent / "flywheel" / "data" / "quora" / "dev_retrieval"
+    with gzip.open(root / "queries.jsonl.gz", "rt") as fh:
+        queries = [json.loads(line) for line in fh][:40]
+    with gzip.open(root / "qrels.tsv.gz", "rt") as fh:
+        qrels = list(csv.DictReader(io.StringIO(fh.read()), delimiter="\t"))
+    with gzip.open(root / "corpus.jsonl.gz", "rt") as fh:
+        corpus = [json.loads(line) for line in fh]
+    relevant: dict[str, set[str]] = {}
+    for row in qrels:
+        relevant.setdefault(row["query-id"], set()).add(row["corpus-id"])
+    wanted = set().union(*(relevant[q["_id"]] for q in queries))
+    docs = [d for d in corpus if d["_id"] in wanted] + [d for d in corpus if d["_id"] not in wanted][:400]
+
+    settings = Settings(data_dir=tmp_path / "d", base_model=minilm_path)
+    with TestClient(create_app(settings)) as api:
+        for start in range(0, len(docs), 200):
+            batch = [{"id": d["_id"], "text": d["text"]} for d in docs[start : start + 200]]
+            assert api.post("/documents", json={"documents": batch}).status_code == 200
+        reciprocal = []
+        for q in queries:
+            hits = search(api, q["text"], k=10)["hits"]
+            ranks = [h["rank"] for h in hits if h["doc_id"] in relevant[q["_id"]]]
+            reciprocal.append(1 / ranks[0] if ranks else 0.0)
+        stats = api.get("/stats").json()
+    assert stats["searches"] == len(queries) and stats["documents"] == len(docs)
+    mrr = sum(reciprocal) / len(reciprocal)
+    assert mrr > 0.6, f"MRR@10 {mrr:.2f} is too low for MiniLM on Quora duplicates"
