@@ -11,13 +11,16 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from flywheel import __version__
 from flywheel.config import Settings
+from flywheel.cycle import rollback
 from flywheel.errors import Conflict, FlywheelError, InvalidInput, NotFound, PayloadTooLarge, StoreLocked
+from flywheel.report import list_reports, load_report, report_html_path
+from flywheel.scheduler import CycleRunner
 from flywheel.service import Service
 from flywheel.store import Document, Event
 
@@ -88,6 +91,31 @@ class HealthOut(BaseModel):
     documents: int
 
 
+class CycleOut(BaseModel):
+    cycle_id: str
+    trigger: str
+    state: Literal["queued", "running", "promoted", "rejected", "failed"]
+    stage: str | None
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    incumbent: str | None
+    candidate: str | None
+
+
+class CycleStarted(BaseModel):
+    cycle_id: str
+
+
+class RollbackIn(_Strict):
+    to: str | None = Field(None, description="version to serve; default: the one before the incumbent")
+
+
+class RollbackOut(BaseModel):
+    model_version: str
+    previous: str
+
+
 class StatsOut(BaseModel):
     documents: int
     searches: int
@@ -103,7 +131,13 @@ def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
+def get_runner(request: Request) -> CycleRunner:
+    """The cycle runner started in the lifespan."""
+    return request.app.state.runner
+
+
 ServiceDep = Annotated[Service, Depends(get_service)]
+RunnerDep = Annotated[CycleRunner, Depends(get_runner)]
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -228,11 +262,15 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = service is None
         app.state.service = Service.open(settings, progress=True) if owned else service
+        app.state.runner = CycleRunner(app.state.service)
+        app.state.runner.recover()
+        app.state.runner.start_schedule(settings)
         if not settings.auth_enabled:
             log.warning("no API keys configured: every route is open; serve on 127.0.0.1 only")
         try:
             yield
         finally:
+            app.state.runner.shutdown()
             if owned:
                 app.state.service.close()
 
@@ -326,6 +364,45 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
             "versions": [v.to_dict() for v in svc.registry.versions()],
             "history": svc.registry.history(),
         }
+
+    @app.post("/models/rollback", response_model=RollbackOut, dependencies=[AdminRole], tags=["models"])
+    def post_rollback(body: RollbackIn, svc: ServiceDep, runner: RunnerDep) -> RollbackOut:
+        """Serve a kept earlier version again (alias and encoder switch together)."""
+        if runner.running():
+            raise Conflict("a cycle is running; roll back after it finished")
+        previous = svc.encoder.version
+        entry = rollback(svc, body.to)
+        return RollbackOut(model_version=entry.version, previous=previous)
+
+    @app.post("/cycles", status_code=202, response_model=CycleStarted, dependencies=[AdminRole], tags=["cycles"])
+    def post_cycle(runner: RunnerDep) -> CycleStarted:
+        """Start a retraining cycle now; 409 if one is running."""
+        return CycleStarted(cycle_id=runner.start("api"))
+
+    @app.get("/cycles", response_model=list[CycleOut], dependencies=[AdminRole], tags=["cycles"])
+    def get_cycles(runner: RunnerDep) -> list[CycleOut]:
+        """Recent cycles, newest first."""
+        return [CycleOut(**c) for c in runner.list()]
+
+    @app.get("/cycles/{cycle_id}", response_model=CycleOut, dependencies=[AdminRole], tags=["cycles"])
+    def get_cycle(cycle_id: str, runner: RunnerDep) -> CycleOut:
+        """A cycle's state and stage."""
+        return CycleOut(**runner.get(cycle_id))
+
+    @app.get("/reports", dependencies=[AdminRole], tags=["reports"])
+    def get_reports() -> list[dict[str, Any]]:
+        """Promotion reports, newest first (summaries)."""
+        return list_reports(settings.reports_dir)
+
+    @app.get("/reports/{cycle_id}", dependencies=[AdminRole], tags=["reports"])
+    def get_report(cycle_id: str) -> dict[str, Any]:
+        """One report.json: decision, reasons, metrics with CIs, counts, training, examples."""
+        return load_report(settings.reports_dir, cycle_id)
+
+    @app.get("/reports/{cycle_id}/html", response_class=HTMLResponse, dependencies=[AdminRole], tags=["reports"])
+    def get_report_html(cycle_id: str) -> HTMLResponse:
+        """The self-contained HTML report for a person to review."""
+        return HTMLResponse(report_html_path(settings.reports_dir, cycle_id).read_text(encoding="utf-8"))
 
     return app
 

@@ -154,6 +154,170 @@ def stats(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     _run(go)
 
 
+@app.command()
+def retrain(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Run one retraining cycle now (through the running server if one owns the data dir), with progress."""
+    import time
+
+    def go() -> None:
+        settings = _settings(config, data_dir=data_dir)
+        with _open_or_client(settings) as (service, client):
+            if service is not None:
+                from flywheel.scheduler import CycleRunner
+
+                runner = CycleRunner(service)
+                runner.recover()
+                with console.status("cycle starting") as status:
+                    record = runner.run("cli", on_stage=lambda stage: status.update(f"cycle: {stage}"))
+            else:
+                cycle_id = client.request("POST", "/cycles")["cycle_id"]
+                with console.status(f"cycle {cycle_id} queued") as status:
+                    while (record := client.request("GET", f"/cycles/{cycle_id}"))["state"] in ("queued", "running"):
+                        status.update(f"cycle {cycle_id}: {record['stage'] or record['state']}")
+                        time.sleep(1)
+        _print_cycle(settings, record)
+        if record["state"] == "failed":
+            raise typer.Exit(1)
+
+    _run(go)
+
+
+def _print_cycle(settings: Settings, record: dict[str, Any]) -> None:
+    """One paragraph on how a cycle ended, with its reasons and report path."""
+    from flywheel.report import load_report
+
+    colour = {"promoted": "green", "rejected": "yellow"}.get(record["state"], "red")
+    console.print(f"cycle {record['cycle_id']}: [{colour}]{record['state']}[/{colour}]")
+    try:
+        report = load_report(settings.reports_dir, record["cycle_id"])
+    except NotFound:
+        console.print(record.get("error") or "no report was written")
+        return
+    for reason in report.get("reasons") or []:
+        console.print(f"  - {reason}")
+    console.print(f"report: {settings.reports_dir / record['cycle_id'] / 'report.html'}")
+
+
+@app.command()
+def rollback(
+    to: Annotated[str | None, typer.Option("--to", help="Version to serve (default: the previous one).")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Serve an earlier kept model version again (alias and encoder switch together)."""
+
+    def go() -> None:
+        settings = _settings(config, data_dir=data_dir)
+        with _open_or_client(settings) as (service, client):
+            if service is not None:
+                from flywheel.cycle import rollback as do_rollback
+
+                version = do_rollback(service, to).version
+            else:
+                version = client.request("POST", "/models/rollback", json={"to": to})["model_version"]
+        console.print(f"now serving {version}")
+
+    _run(go)
+
+
+reports_app = typer.Typer(help="Promotion reports, newest first.", no_args_is_help=False)
+app.add_typer(reports_app, name="reports")
+
+
+@reports_app.callback(invoke_without_command=True)
+def reports(ctx: typer.Context, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """List promotion reports (reads the report files; works while the server runs)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from flywheel.report import list_reports
+
+    settings = _run(lambda: _settings(config, data_dir=data_dir))
+    table = Table("cycle", "created", "decision", "incumbent", "candidate", "error before → after", "nDCG@10 after")
+    for r in list_reports(settings.reports_dir):
+        err = [r.get("error_incumbent"), r.get("error_candidate")]
+        table.add_row(
+            r["cycle_id"],
+            str(r.get("created_at", ""))[:19],
+            str(r.get("decision")),
+            str(r.get("incumbent") or ""),
+            str(r.get("candidate") or ""),
+            " → ".join("n/a" if e is None else f"{e * 100:.1f}%" for e in err),
+            "n/a" if r.get("ndcg_candidate") is None else f"{r['ndcg_candidate']:.3f}",
+        )
+    console.print(table)
+
+
+@reports_app.command("show")
+def reports_show(cycle_id: str, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Print one report.json."""
+    from flywheel.report import load_report
+
+    def go() -> None:
+        settings = _settings(config, data_dir=data_dir)
+        print_json(load_report(settings.reports_dir, cycle_id))
+
+    _run(go)
+
+
+@app.command()
+def train(
+    pairs: Annotated[
+        Path, typer.Option(help="JSONL(.gz): query,positive[,negative] or question1,question2,is_duplicate.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for the model (must not exist or be empty).")],
+    base: Annotated[str | None, typer.Option(help="Base model name or path (default: packaged MiniLM).")] = None,
+    epochs: Annotated[float, typer.Option(help="Epochs.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
+    dim: Annotated[int | None, typer.Option(help="Output dimension (Matryoshka), e.g. 256.")] = None,
+    adapter: Annotated[bool, typer.Option(help="Freeze the base; train a linear adapter only.")] = False,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop cleanly after this many minutes.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop cleanly after this many steps.")] = None,
+    loss: Annotated[str | None, typer.Option(help="Loss (default: the measured best).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+) -> None:
+    """Fine-tune a model on a pair file (the seed experiment's training step, standalone)."""
+
+    def go() -> None:
+        from flywheel.config import packaged_model_path
+        from flywheel.train import TrainConfig, train_from_file
+
+        config = TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            dim=dim,
+            adapter=adapter,
+            max_minutes=max_minutes,
+            max_steps=max_steps,
+            seed=seed,
+        )
+        if loss:
+            config.loss = loss
+        result = train_from_file(pairs, out, base or packaged_model_path(), config)
+        console.print(
+            f"saved {result.model_dir}: {result.steps} steps in {result.duration_s:.0f} s on {result.device}"
+            + (f" (stopped early: {result.stop_reason})" if result.stopped_early else "")
+        )
+
+    _run(go)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="Model folder or name.")],
+    pairs: Annotated[Path, typer.Option(help="Labelled pairs JSONL(.gz): question1,question2,is_duplicate.")],
+    calibration: Annotated[Path | None, typer.Option(help="Separate pairs to fit the threshold on.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split and bootstrap.")] = 0,
+) -> None:
+    """Pair error rate (1 - accuracy of a logistic threshold on cosine) with a 95% CI, as one JSON object."""
+
+    def go() -> None:
+        from flywheel.evaluate import evaluate_pairs_file
+
+        print_json(evaluate_pairs_file(model, pairs, calibration, seed=seed))
+
+    _run(go)
+
+
 class _open_or_client:  # noqa: N801 - used as a context manager
     """Open the data dir directly, or fall back to the running server's API when it holds the lock."""
 

@@ -61,6 +61,42 @@ class Settings(BaseSettings):
     max_id_chars: int = Field(256, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
 
+    # Pair mining.
+    heldout_percent: int = Field(20, ge=1, le=90, description="share of query groups held out for evaluation")
+    max_pairs_per_query: int = Field(20, ge=1, description="cap per query group so a popular query cannot dominate")
+    query_group_threshold: float | None = Field(
+        None, gt=0, le=1, description="also group queries whose cosine is above this (else normalised text only)"
+    )
+    mine_negatives: int = Field(0, ge=0, description="extra hard negatives per query mined from the incumbent index")
+    mine_margin: float = Field(0.1, ge=0, description="a mined negative must score this much below the positive")
+    window_days: float | None = Field(None, gt=0, description="mine only events this recent (default: all)")
+
+    # Training (see flywheel.train.TrainConfig).
+    train_loss: str | None = Field(None, description="default: the measured best (see README)")
+    train_epochs: float = Field(1.0, gt=0)
+    train_batch_size: int = Field(32, ge=2)
+    train_learning_rate: float | None = Field(None, gt=0)
+    train_max_steps: int | None = Field(None, ge=1)
+    train_max_minutes: float | None = Field(30.0, gt=0)
+    train_dim: int | None = Field(None, ge=1, description="Matryoshka output dimension (e.g. 256)")
+    train_adapter: bool = Field(False, description="freeze the base, train a linear adapter only")
+    seed: int = 42
+
+    # The promotion gate.
+    min_improvement: float = Field(0.005, ge=0, description="error rate must drop by at least this (absolute)")
+    min_relative_improvement: float = Field(0.0, ge=0, le=1, description="... and by this share of the incumbent's")
+    require_significant: bool = Field(True, description="the 95% CI of the error drop must lie above zero")
+    max_ndcg_drop: float = Field(0.01, ge=0, description="nDCG@10 may fall by at most this much")
+    max_cycle_minutes: float = Field(120.0, gt=0, description="a cycle over this budget is not promoted")
+    min_heldout_pairs: int = Field(30, ge=4, description="fewer labelled held-out pairs: no decision possible")
+    golden_pairs: Path | None = Field(None, description="labelled pairs file; its error may not get worse")
+    keep_versions: int = Field(3, ge=1, description="versions (collections + weights) kept for rollback")
+
+    # Scheduling (inside `flywheel serve`).
+    cycle_interval_minutes: float | None = Field(None, gt=0, description="run a cycle every N minutes")
+    cycle_cron: str | None = Field(None, description="or a crontab expression, e.g. '0 3 * * *'")
+    min_new_pairs: int = Field(100, ge=0, description="skip a scheduled cycle until this many new pairs arrived")
+
     @field_validator("admin_keys", "search_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
@@ -98,6 +134,16 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """The model registry: one folder per version."""
         return self.data_dir / "models"
+
+    @property
+    def cycles_dir(self) -> Path:
+        """Per-cycle artifacts (pair snapshots)."""
+        return self.data_dir / "cycles"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Promotion reports, one folder per cycle."""
+        return self.data_dir / "reports"
 
     @property
     def auth_enabled(self) -> bool:

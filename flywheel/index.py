@@ -176,9 +176,7 @@ class Index:
 
     def search(self, vector: np.ndarray, k: int, collection: str | None = None) -> list[Hit]:
         """Nearest neighbours of a query vector, through the alias unless a collection is named."""
-        result = self.client.query_points(
-            collection or self.alias, query=vector.tolist(), limit=k, with_payload=True
-        )
+        result = self.client.query_points(collection or self.alias, query=vector.tolist(), limit=k, with_payload=True)
         return [
             Hit(
                 doc_id=p.payload["doc_id"],

@@ -57,7 +57,7 @@ class ModelVersion:
     dimension: int
     parent: str | None = None
     model: str | None = None  # name or path to load; None means the files in this version's folder
-    status: str = "candidate"  # candidate | incumbent | retired | rejected
+    status: str = "candidate"  # candidate | incumbent | retired | rejected | pruned
     made_by: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path = field(default=Path("."), compare=False)
@@ -213,9 +213,7 @@ class Registry:
 
     def _set_incumbent(self, version: str, action: str) -> None:
         state = self._state()
-        state["history"].append(
-            {"version": version, "action": action, "at": now_iso(), "previous": state["incumbent"]}
-        )
+        state["history"].append({"version": version, "action": action, "at": now_iso(), "previous": state["incumbent"]})
         state["incumbent"] = version
         write_json_atomic(self._state_file, state)
         entry = self.get(version)

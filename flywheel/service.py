@@ -176,9 +176,7 @@ class Service:
 
     # --- requests ---------------------------------------------------------------------------------------
 
-    def search(
-        self, query: str, k: int, user_id: str | None = None, session_id: str | None = None
-    ) -> SearchResult:
+    def search(self, query: str, k: int, user_id: str | None = None, session_id: str | None = None) -> SearchResult:
         """Encode, search through the alias, and log the search and its impressions before answering."""
         while True:
             encoder = self.encoder

@@ -43,6 +43,20 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX impressions_search ON impressions (search_id);
         """,
     ),
+    (
+        2,
+        "cycles and the cycle lock",
+        """
+        CREATE TABLE cycles (
+            cycle_id VARCHAR PRIMARY KEY, trigger VARCHAR NOT NULL, state VARCHAR NOT NULL, stage VARCHAR,
+            started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP, error VARCHAR, incumbent VARCHAR,
+            candidate VARCHAR, window_end TIMESTAMP);
+        CREATE TABLE cycle_lock (
+            id INTEGER PRIMARY KEY, cycle_id VARCHAR NOT NULL, owner VARCHAR NOT NULL,
+            acquired_at TIMESTAMP NOT NULL, heartbeat_at TIMESTAMP NOT NULL);
+        CREATE INDEX events_received ON events (received_at);
+        """,
+    ),
 ]
 
 
@@ -204,9 +218,7 @@ class Store:
         """How many documents the corpus holds."""
         return int(self.query("SELECT count(*) FROM documents")[0][0])
 
-    def iter_documents(
-        self, batch_size: int = 512, changed_since: datetime | None = None
-    ) -> Iterator[list[Document]]:
+    def iter_documents(self, batch_size: int = 512, changed_since: datetime | None = None) -> Iterator[list[Document]]:
         """Yield the corpus in id order, in batches (the source of truth for re-embedding).
 
         Args:

@@ -1,0 +1,409 @@
+"""One retraining cycle: mine → split → train → evaluate → gate → re-embed → swap → report.
+
+Each stage lives in its own module; this one only strings them together and keeps the books (timings,
+counts, cleanup of a rejected or failed candidate). `rollback` shares the swap machinery.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from flywheel.datasets import examples_from_labelled, load_labelled_pairs
+from flywheel.encoder import Encoder
+from flywheel.errors import IndexMismatch, InvalidInput, NotFound
+from flywheel.evaluate import compare_pair_error, paired_bootstrap, retrieval_scores
+from flywheel.gate import budget_check, decide, error_checks, golden_check, retrieval_check
+from flywheel.pairs import add_mined_negatives, mine_pairs, write_snapshot
+from flywheel.registry import ModelVersion, now_iso
+from flywheel.report import list_reports, write_report
+from flywheel.service import Service
+from flywheel.split import labelled, split_by_group
+from flywheel.store import utcnow
+from flywheel.train import TrainConfig, train_in_subprocess
+
+log = logging.getLogger(__name__)
+
+K = 10
+
+
+def train_config(settings: Any) -> TrainConfig:
+    """The TrainConfig a cycle uses, from settings (unset values keep the trainer's measured defaults)."""
+    config = TrainConfig(
+        epochs=settings.train_epochs,
+        batch_size=settings.train_batch_size,
+        learning_rate=settings.train_learning_rate,
+        max_steps=settings.train_max_steps,
+        max_minutes=settings.train_max_minutes,
+        dim=settings.train_dim,
+        adapter=settings.train_adapter,
+        seed=settings.seed,
+        device=settings.device,
+    )
+    if settings.train_loss:
+        config.loss = settings.train_loss
+    return config
+
+
+def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Run one cycle on an open Service and write its report; never raises for a failed cycle.
+
+    Args:
+        service: the open Service (owner of the data dir).
+        cycle_id: the id the report is filed under.
+        on_stage: called with each stage's name (progress for CLI and API).
+
+    Returns:
+        The report (also written to `<data_dir>/reports/<cycle_id>/`), with `decision` one of
+        "promoted", "rejected", "failed".
+    """
+    settings = service.settings
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    incumbent = service.encoder
+    report: dict[str, Any] = {
+        "cycle_id": cycle_id,
+        "created_at": now_iso(),
+        "kind": "full",
+        "incumbent": incumbent.version,
+        "candidate": None,
+        "serving_after": incumbent.version,
+        "metrics": {},
+        "checks": [],
+        "examples": [],
+        "training": None,
+        "error": None,
+    }
+    candidate: ModelVersion | None = None
+
+    def timed(name: str) -> Callable[[], None]:
+        on_stage(name)
+        t0 = time.monotonic()
+        return lambda: timings.__setitem__(name, round(time.monotonic() - t0, 3))
+
+    try:
+        done = timed("mine")
+        mined = mine_pairs(
+            service.store,
+            window_days=settings.window_days,
+            max_pairs_per_query=settings.max_pairs_per_query,
+            group_threshold=settings.query_group_threshold,
+            encoder=incumbent if settings.query_group_threshold else None,
+        )
+        report["window"] = {
+            "start": mined.window_start.isoformat() if mined.window_start else None,
+            "end": mined.window_end.isoformat(),
+        }
+        train_rows, heldout_rows = split_by_group(mined.pairs, lambda p: p.group, settings.heldout_percent)
+        if settings.mine_negatives and train_rows:
+            mined.pairs = train_rows
+            add_mined_negatives(mined, incumbent.model, _corpus(service), settings.mine_negatives, settings.mine_margin)
+            train_rows = mined.pairs
+            mined.pairs = train_rows + heldout_rows
+        write_snapshot(mined, settings.cycles_dir / cycle_id / "pairs.parquet")
+        heldout = labelled(heldout_rows)
+        examples = examples_from_labelled(labelled(train_rows))
+        report["counts"] = {
+            **mined.counts,
+            "train_pairs": len(train_rows),
+            "heldout_pairs": len(heldout),
+            "heldout_queries": len({p.group for p in heldout_rows}),
+            "train_examples": len(examples),
+        }
+        done()
+        if not examples:
+            raise InvalidInput("no training example: no training-side query has a clicked document yet")
+
+        done = timed("train")
+        version, folder = service.registry.allocate()
+        report["candidate"] = version
+        result = train_in_subprocess(
+            incumbent_path(service), examples, folder, train_config(settings), pairs=labelled(train_rows)
+        )
+        candidate = service.registry.save(
+            ModelVersion(
+                version=version,
+                kind="finetune",
+                base_model=service.registry.get(incumbent.version).base_model,
+                created_at=now_iso(),
+                dimension=result.dimension,
+                parent=incumbent.version,
+                made_by={
+                    "how": "fine-tuned on mined feedback pairs",
+                    "cycle_id": cycle_id,
+                    "window": report["window"],
+                    "pairs": report["counts"]["train_pairs"],
+                    "examples": len(examples),
+                    "hyperparameters": result.hyperparameters,
+                    "device": result.device,
+                    "duration_s": result.duration_s,
+                },
+            )
+        )
+        report["training"] = result.to_dict()
+        done()
+
+        done = timed("evaluate")
+        challenger = service.load_encoder(candidate)
+        pair_error = _pair_error(incumbent, challenger, heldout, settings.seed)
+        report["metrics"]["pair_error"] = pair_error
+        if settings.golden_pairs:
+            golden = load_labelled_pairs(settings.golden_pairs)
+            report["metrics"]["golden"] = compare_pair_error(
+                incumbent.model, challenger.model, golden, seed=settings.seed
+            )
+        checks = error_checks(pair_error, len(heldout), settings)
+        checks.append(golden_check(report["metrics"].get("golden"), settings))
+        done()
+
+        if all(c is None or c.passed for c in checks):
+            done = timed("reembed")
+            since = utcnow()
+            service.index.create(version, challenger.dimension, replace=True)
+            for batch in service.store.iter_documents(batch_size=2048):
+                service.embed_into(version, challenger, batch, progress=False)
+            since = _catch_up(service, challenger, since)
+            done()
+            done = timed("evaluate_retrieval")
+            retrieval, examples_changed = _retrieval(service, incumbent, challenger, heldout_rows, settings.seed)
+            report["metrics"]["retrieval"] = retrieval
+            report["examples"] = examples_changed
+            checks.append(retrieval_check(retrieval, settings))
+            done()
+        checks.append(budget_check(time.monotonic() - started, settings))
+        decision = decide(checks)
+        report["checks"] = decision.to_dict()["checks"]
+        report["reasons"] = decision.reasons
+
+        if decision.promote:
+            done = timed("swap")
+
+            def final_catch_up() -> None:
+                _catch_up(service, challenger, since)
+                expected = service.store.count_documents()
+                if service.index.count(version) != expected:
+                    raise IndexMismatch(
+                        f"{service.index.collection(version)} has {service.index.count(version)} "
+                        f"points for {expected} documents; not switching"
+                    )
+
+            service.swap(challenger, before_switch=final_catch_up)
+            service.registry.mark(version, "candidate", _summary(report))
+            service.registry.promote(version)
+            report["serving_after"] = version
+            report["decision"] = "promoted"
+            done()
+            prune(service)
+        else:
+            report["decision"] = "rejected"
+            _discard(service, candidate, keep_meta=True, metrics=_summary(report))
+    except Exception as exc:
+        log.exception("cycle %s failed", cycle_id)
+        report["decision"] = "rejected" if isinstance(exc, InvalidInput) else "failed"
+        report["error"] = str(exc) if isinstance(exc, InvalidInput) else f"{exc}\n{traceback.format_exc()}"
+        report.setdefault("reasons", [str(exc)])
+        if candidate is not None or report.get("candidate"):
+            _discard(service, candidate, keep_meta=candidate is not None, version=report.get("candidate"))
+    report["timings"] = timings
+    report["duration_s"] = round(time.monotonic() - started, 3)
+    write_report(settings.reports_dir, report)
+    return report
+
+
+def incumbent_path(service: Service) -> str:
+    """What to fine-tune from: the incumbent's weights (the loop keeps learning from where it is)."""
+    return service.registry.get(service.encoder.version).load_path
+
+
+def _pair_error(incumbent: Encoder, challenger: Encoder, heldout: list, seed: int) -> dict[str, Any] | None:
+    """Compare pair error on held-out pairs, or None when they cannot support a threshold fit."""
+    labels = {p.label for p in heldout}
+    if len(heldout) < 4 or labels != {0, 1}:
+        return None
+    try:
+        return compare_pair_error(incumbent.model, challenger.model, heldout, seed=seed)
+    except InvalidInput as exc:  # e.g. one class only on the calibration side
+        log.warning("pair error not measurable: %s", exc)
+        return None
+
+
+def _corpus(service: Service) -> dict[str, str]:
+    return {d.id: d.text for batch in service.store.iter_documents(batch_size=4096) for d in batch}
+
+
+def _catch_up(service: Service, encoder: Encoder, since: datetime) -> datetime:
+    """Apply documents written or deleted since `since` to the candidate's collection; return the new mark."""
+    mark = utcnow()
+    docs, deleted = service.changed_since(since)
+    if docs:
+        service.embed_into(encoder.version, encoder, docs)
+    service.index.delete(encoder.version, deleted)
+    return mark
+
+
+def _vectors_in_order(service: Service, version: str, ids: list[str]) -> np.ndarray:
+    """A collection's vectors aligned to `ids` (read back from Qdrant: nothing is encoded twice)."""
+    found: dict[str, np.ndarray] = {}
+    for batch_ids, vectors in service.index.scroll_vectors(version):
+        found.update(zip(batch_ids, vectors, strict=True))
+    return np.stack([found[i] for i in ids])
+
+
+def _retrieval(
+    service: Service, incumbent: Encoder, challenger: Encoder, heldout_rows: list, seed: int
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """nDCG/MRR/Recall@10 of both versions over the real corpus for held-out queries, with paired CIs."""
+    queries = {p.group: p.query for p in heldout_rows if p.label == 1}
+    relevant: dict[str, set[str]] = {}
+    for p in heldout_rows:
+        if p.label == 1:
+            relevant.setdefault(p.group, set()).add(p.doc_id)
+    if not queries:
+        return None, []
+    corpus = _corpus(service)
+    ids = list(corpus)
+    scores = {
+        name: retrieval_scores(enc.model, queries, corpus, relevant, K, _vectors_in_order(service, enc.version, ids))
+        for name, enc in (("incumbent", incumbent), ("candidate", challenger))
+    }
+    metrics = (f"ndcg@{K}", f"mrr@{K}", f"recall@{K}")
+    out: dict[str, Any] = {"n_queries": int(scores["incumbent"]["query_ids"].size), "delta": {}}
+    for name in ("incumbent", "candidate"):
+        out[name] = {m: float(scores[name][m].mean()) for m in metrics}
+    for m in metrics:
+        mean, lo, hi = paired_bootstrap(scores["incumbent"][m], scores["candidate"][m], seed=seed)
+        out["delta"][m] = {"mean": mean, "ci95": [lo, hi]}
+        out[m] = {"incumbent": out["incumbent"][m], "candidate": out["candidate"][m], "delta": mean, "ci95": [lo, hi]}
+    return out, _changed_examples(service, incumbent, challenger, queries, relevant)
+
+
+def _changed_examples(
+    service: Service, incumbent: Encoder, challenger: Encoder, queries: dict[str, str], relevant: dict[str, set[str]]
+) -> list[dict[str, Any]]:
+    """Up to 8 held-out queries whose top-3 changed, before and after, for the reviewer."""
+    examples = []
+    for group, query in list(queries.items())[:200]:
+        before = service.index.search(
+            incumbent.encode([query])[0], 3, collection=service.index.collection(incumbent.version)
+        )
+        after = service.index.search(
+            challenger.encode([query])[0], 3, collection=service.index.collection(challenger.version)
+        )
+        if [h.doc_id for h in before] != [h.doc_id for h in after]:
+            examples.append(
+                {
+                    "query": query,
+                    "relevant": sorted(relevant[group]),
+                    "before": [{"doc_id": h.doc_id, "text": h.text} for h in before],
+                    "after": [{"doc_id": h.doc_id, "text": h.text} for h in after],
+                }
+            )
+        if len(examples) == 8:
+            break
+    return examples
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The metrics kept in a candidate's meta.json."""
+    pair = report["metrics"].get("pair_error") or {}
+    retrieval = report["metrics"].get("retrieval") or {}
+    return {
+        "cycle_id": report["cycle_id"],
+        "error_rate": (pair.get("candidate") or {}).get("error_rate"),
+        "incumbent_error_rate": (pair.get("incumbent") or {}).get("error_rate"),
+        "ndcg@10": (retrieval.get("candidate") or {}).get(f"ndcg@{K}"),
+    }
+
+
+def _discard(
+    service: Service,
+    candidate: ModelVersion | None,
+    keep_meta: bool,
+    metrics: dict[str, Any] | None = None,
+    version: str | None = None,
+) -> None:
+    """Drop a rejected or failed candidate's collection and weights; keep its meta.json for the history."""
+    version = candidate.version if candidate else version
+    if version is None:
+        return
+    service.index.drop(version)
+    folder = service.registry.dir / version
+    if keep_meta and (folder / "meta.json").exists():
+        service.registry.mark(version, "rejected", metrics)
+        for item in folder.iterdir():
+            if item.name != "meta.json":
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def prune(service: Service) -> list[str]:
+    """Keep the incumbent and the newest `keep_versions - 1` other servable versions; drop the rest's
+    collections and weights (meta.json stays, so the history and reports still resolve)."""
+    incumbent = service.registry.incumbent().version
+    servable = [v for v in service.registry.versions() if v.status in ("incumbent", "retired")]
+    others = sorted((v for v in servable if v.version != incumbent), key=lambda v: -v.number)
+    keep = {incumbent} | {v.version for v in others[: service.settings.keep_versions - 1]}
+    dropped = []
+    for entry in servable:
+        if entry.version in keep:
+            continue
+        service.index.drop(entry.version)
+        if entry.kind != "base":
+            for item in entry.path.iterdir():
+                if item.name != "meta.json":
+                    shutil.rmtree(item) if item.is_dir() else item.unlink()
+        service.registry.mark(entry.version, "pruned")
+        dropped.append(entry.version)
+    return dropped
+
+
+def rollback(service: Service, to: str | None = None) -> ModelVersion:
+    """Put alias and encoder back on a kept version (default: the one before the incumbent), atomically.
+
+    Raises:
+        NotFound: no such version, no previous version, or its weights were pruned.
+    """
+    registry = service.registry
+    current = registry.incumbent().version
+    if to is None:
+        previous = [h["previous"] for h in registry.history() if h["version"] == current and h["previous"]]
+        if not previous:
+            raise NotFound(f"{current} has no previous version to roll back to")
+        to = previous[-1]
+    target = registry.get(to)
+    if target.status in ("rejected", "pruned") or target.version == current:
+        raise NotFound(f"{to} cannot serve (status {target.status}); kept versions: {kept_versions(service)}")
+    encoder = service.load_encoder(target)
+    # A retired collection missed every write since it stopped serving: replay those, or rebuild it.
+    since = _retired_at(service, to)
+    if since is None or not service.index.exists(to):
+        since = utcnow()
+        service.index.create(to, encoder.dimension, replace=True)
+        for batch in service.store.iter_documents(batch_size=2048):
+            service.embed_into(to, encoder, batch)
+    service.swap(encoder, before_switch=lambda: _catch_up(service, encoder, since))
+    return registry.promote(to, action="rollback")
+
+
+def _retired_at(service: Service, version: str) -> datetime | None:
+    """When `version` last stopped serving (naive UTC), from the registry history."""
+    times = [h["at"] for h in service.registry.history() if h["previous"] == version and h["version"] != version]
+    if not times:
+        return None
+    return datetime.fromisoformat(times[-1]).astimezone(UTC).replace(tzinfo=None) - timedelta(seconds=1)
+
+
+def kept_versions(service: Service) -> list[str]:
+    """Versions a rollback can target."""
+    return [v.version for v in service.registry.versions() if v.status in ("incumbent", "retired")]
+
+
+__all__ = ["kept_versions", "list_reports", "prune", "rollback", "run_cycle", "train_config"]

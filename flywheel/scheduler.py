@@ -1,0 +1,261 @@
+"""When cycles run: one at a time (a lock row in DuckDB), in a background thread of `flywheel serve`,
+started by hand (`POST /cycles`, `flywheel retrain`) or by APScheduler when enough new pairs arrived.
+
+The serving process is the only one that opens the DuckDB file, so a lock row owned by another process
+instance is stale by construction (that process is gone); it is recovered at start-up, together with the
+leftovers of the cycle it was running.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import traceback
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from flywheel.config import Settings
+from flywheel.errors import Conflict, NotFound
+from flywheel.pairs import count_new_pairs
+from flywheel.service import Service
+from flywheel.store import utcnow
+
+log = logging.getLogger(__name__)
+
+CYCLE_FIELDS = ("cycle_id", "trigger", "state", "stage", "started_at", "finished_at", "error", "incumbent", "candidate")
+
+
+def new_cycle_id() -> str:
+    """A sortable, unique cycle id: c<UTC time>-<random>."""
+    return f"c{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+class CycleRunner:
+    """Starts cycles in a background thread, records their state, and guarantees one at a time."""
+
+    def __init__(self, service: Service) -> None:
+        """Args: service: the open Service whose data dir the cycles work on."""
+        self.service = service
+        self.store = service.store
+        self.owner = uuid.uuid4().hex  # this process instance
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+        self._scheduler: Any = None
+
+    # --- records ----------------------------------------------------------------------------------------
+
+    def get(self, cycle_id: str) -> dict[str, Any]:
+        """A cycle's state.
+
+        Raises:
+            NotFound: unknown cycle id.
+        """
+        rows = self.store.query(f"SELECT {', '.join(CYCLE_FIELDS)} FROM cycles WHERE cycle_id = ?", [cycle_id])
+        if not rows:
+            raise NotFound(f"cycle {cycle_id!r} does not exist")
+        return _record(rows[0])
+
+    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Recent cycles, newest first."""
+        rows = self.store.query(
+            f"SELECT {', '.join(CYCLE_FIELDS)} FROM cycles ORDER BY started_at DESC LIMIT ?", [limit]
+        )
+        return [_record(r) for r in rows]
+
+    def last_window_end(self) -> datetime | None:
+        """End of the event window of the last cycle that got past mining (for "enough new pairs?")."""
+        rows = self.store.query("SELECT max(window_end) FROM cycles WHERE state IN ('promoted', 'rejected')")
+        return rows[0][0] if rows else None
+
+    def update(self, cycle_id: str, **fields: Any) -> None:
+        """Set some fields of a cycle's record and refresh the lock's heartbeat."""
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        with self.store.transaction() as con:
+            con.execute(f"UPDATE cycles SET {assignments} WHERE cycle_id = ?", [*fields.values(), cycle_id]).fetchall()
+            con.execute("UPDATE cycle_lock SET heartbeat_at = ? WHERE cycle_id = ?", [utcnow(), cycle_id]).fetchall()
+
+    # --- the lock ---------------------------------------------------------------------------------------
+
+    def _acquire(self, cycle_id: str, trigger: str) -> None:
+        """Take the lock row and record the cycle as queued, in one transaction.
+
+        Raises:
+            Conflict: a cycle is running in this process.
+        """
+        now = utcnow()
+        with self.store.transaction() as con:
+            held = con.execute("SELECT cycle_id, owner FROM cycle_lock WHERE id = 1").fetchall()
+            if held and held[0][1] == self.owner:
+                raise Conflict(f"cycle {held[0][0]} is running; wait for it (GET /cycles/{held[0][0]})")
+            con.execute("DELETE FROM cycle_lock WHERE id = 1").fetchall()  # stale: its owner process is gone
+            con.execute("INSERT INTO cycle_lock VALUES (1, ?, ?, ?, ?)", [cycle_id, self.owner, now, now]).fetchall()
+            con.execute(
+                "INSERT INTO cycles (cycle_id, trigger, state, stage, started_at, incumbent) VALUES (?, ?, ?, ?, ?, ?)",
+                [cycle_id, trigger, "queued", None, now, self.service.encoder.version],
+            ).fetchall()
+
+    def _release(self, cycle_id: str) -> None:
+        with self.store.transaction() as con:
+            con.execute("DELETE FROM cycle_lock WHERE cycle_id = ?", [cycle_id]).fetchall()
+
+    def running(self) -> str | None:
+        """The id of the cycle running in this process, if any."""
+        rows = self.store.query("SELECT cycle_id FROM cycle_lock WHERE id = 1 AND owner = ?", [self.owner])
+        return rows[0][0] if rows else None
+
+    def recover(self) -> list[str]:
+        """After a restart: fail cycles left queued/running, drop their half-built collections and weights.
+
+        Returns:
+            The ids of the cycles marked failed.
+        """
+        stale = [r[0] for r in self.store.query("SELECT cycle_id FROM cycles WHERE state IN ('queued', 'running')")]
+        for cycle_id in stale:
+            self.update(cycle_id, state="failed", finished_at=utcnow(), error="interrupted: the server stopped")
+        with self.store.transaction() as con:
+            con.execute("DELETE FROM cycle_lock").fetchall()
+        registry, index = self.service.registry, self.service.index
+        known = {v.version for v in registry.versions()}
+        for version in index.versions():
+            if version not in known:
+                log.warning("dropping leftover collection %s", index.collection(version))
+                index.drop(version)
+        for folder in registry.dir.iterdir():
+            if folder.is_dir() and not (folder / "meta.json").exists():
+                log.warning("removing leftover model folder %s", folder)
+                shutil.rmtree(folder, ignore_errors=True)
+        if stale:
+            log.warning("recovered interrupted cycle(s): %s", ", ".join(stale))
+        return stale
+
+    # --- running ----------------------------------------------------------------------------------------
+
+    def start(self, trigger: str = "manual", on_stage: Callable[[str], None] | None = None) -> str:
+        """Start a cycle in a background thread.
+
+        Returns:
+            The cycle id.
+
+        Raises:
+            Conflict: a cycle is already running.
+        """
+        with self._guard:
+            if self._thread is not None and self._thread.is_alive():
+                raise Conflict(f"cycle {self.running()} is running; wait for it")
+            cycle_id = new_cycle_id()
+            self._acquire(cycle_id, trigger)
+            self._thread = threading.Thread(
+                target=self._run, args=(cycle_id, on_stage), name=f"cycle-{cycle_id}", daemon=True
+            )
+            self._thread.start()
+            return cycle_id
+
+    def run(self, trigger: str = "manual", on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Run one cycle to the end in the caller's thread (standalone `flywheel retrain`).
+
+        Returns:
+            The cycle's final record.
+        """
+        cycle_id = self.start(trigger, on_stage)
+        self.join()
+        return self.get(cycle_id)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the running cycle's thread."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self, cycle_id: str, on_stage: Callable[[str], None] | None) -> None:
+        from flywheel.cycle import run_cycle
+
+        def stage(name: str) -> None:
+            self.update(cycle_id, state="running", stage=name)
+            log.info("cycle %s: %s", cycle_id, name)
+            if on_stage is not None:
+                on_stage(name)
+
+        try:
+            self.update(cycle_id, state="running", stage="starting")
+            report = run_cycle(self.service, cycle_id, on_stage=stage)
+            self.update(
+                cycle_id,
+                state=report["decision"],
+                stage="done",
+                finished_at=utcnow(),
+                candidate=report.get("candidate"),
+                window_end=_window_end(report),
+                error=report.get("error"),
+            )
+        except Exception as exc:  # a cycle's failure must never take the server down
+            log.exception("cycle %s failed", cycle_id)
+            self.update(cycle_id, state="failed", finished_at=utcnow(), error=f"{exc}\n{traceback.format_exc()}")
+        finally:
+            self._release(cycle_id)
+
+    # --- the schedule -----------------------------------------------------------------------------------
+
+    def maybe_start(self) -> str | None:
+        """The scheduled job: start a cycle if none runs and at least `min_new_pairs` new pairs arrived."""
+        if self._thread is not None and self._thread.is_alive():
+            log.info("scheduled cycle skipped: one is running")
+            return None
+        fresh = count_new_pairs(self.store, self.last_window_end())
+        if fresh < self.service.settings.min_new_pairs:
+            log.info(
+                "scheduled cycle skipped: %d new pairs < min_new_pairs %d", fresh, self.service.settings.min_new_pairs
+            )
+            return None
+        try:
+            return self.start("schedule")
+        except Conflict:
+            return None
+
+    def start_schedule(self, settings: Settings) -> bool:
+        """Start APScheduler with the interval or cron trigger from settings; False if none is configured."""
+        trigger = make_trigger(settings)
+        if trigger is None:
+            return False
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+        self._scheduler.add_job(self.maybe_start, trigger, id="cycle", max_instances=1, coalesce=True)
+        self._scheduler.start()
+        log.info("cycle schedule: %s (min_new_pairs=%d)", trigger, settings.min_new_pairs)
+        return True
+
+    def shutdown(self, wait: float = 0) -> None:
+        """Stop the schedule; optionally wait for a running cycle."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if wait:
+            self.join(wait)
+
+
+def make_trigger(settings: Settings) -> Any:
+    """The APScheduler trigger for `cycle_cron` or `cycle_interval_minutes` (cron wins), or None."""
+    if settings.cycle_cron:
+        from apscheduler.triggers.cron import CronTrigger
+
+        return CronTrigger.from_crontab(settings.cycle_cron, timezone="UTC")
+    if settings.cycle_interval_minutes:
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        return IntervalTrigger(minutes=settings.cycle_interval_minutes, timezone="UTC")
+    return None
+
+
+def _window_end(report: dict[str, Any]) -> datetime | None:
+    end = (report.get("window") or {}).get("end")
+    return datetime.fromisoformat(end) if end else None
+
+
+def _record(row: tuple[Any, ...]) -> dict[str, Any]:
+    record = dict(zip(CYCLE_FIELDS, row, strict=True))
+    for key in ("started_at", "finished_at"):
+        if record[key] is not None:
+            record[key] = record[key].isoformat() + "Z"
+    return record

@@ -1,0 +1,217 @@
+"""Promotion reports on real files: atomic JSON + HTML, listing, loading, escaping and charts."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flywheel.errors import NotFound
+from flywheel.report import list_reports, load_report, render_html, report_html_path, write_report
+
+XSS = "<script>alert(1)</script>"
+
+
+def make_report(cycle_id: str = "c20261127T201500-ab12", created_at: str = "2026-11-27T20:15:00+00:00",
+                decision: str = "promoted", **overrides: Any) -> dict[str, Any]:
+    """Factory: a complete report in the documented shape."""
+    report = {
+        "cycle_id": cycle_id, "created_at": created_at, "kind": "full", "decision": decision,
+        "reasons": ["error rate 18.1% vs 22.0%: -3.9 pt (95% CI -5.0..-2.8)", "nDCG@10 0.66 >= 0.61 & p < 0.05"],
+        "checks": [
+            {"name": "error_rate_improvement", "passed": True, "detail": "-3.9 pt"},
+            {"name": "golden_set", "passed": False, "detail": "golden set missing"},
+        ],
+        "error": None, "incumbent": "v1", "candidate": "v2", "serving_after": "v2",
+        "window": {"start": "2026-11-20T00:00:00+00:00", "end": "2026-11-27T20:00:00+00:00"},
+        "counts": {"events": 1234, "searches": 400, "pairs": 900, "positives": 300, "negatives": 600, "queries": 150,
+                   "train_pairs": 700, "heldout_pairs": 200, "heldout_queries": 40, "train_examples": 700},
+        "metrics": {
+            "pair_error": {
+                "incumbent": {"error_rate": 0.22, "ci95": [0.2, 0.24], "roc_auc": 0.85, "n": 500},
+                "candidate": {"error_rate": 0.181, "ci95": [0.16, 0.2], "roc_auc": 0.88, "n": 500},
+                "delta": {"mean": -0.039, "ci95": [-0.05, -0.028]}, "relative_reduction": 0.1773,
+            },
+            "retrieval": {
+                "ndcg@10": {"incumbent": 0.61, "candidate": 0.66, "delta": 0.05, "ci95": [0.03, 0.07]},
+                "mrr@10": {"incumbent": 0.55, "candidate": 0.6, "delta": 0.05, "ci95": [0.02, 0.08]},
+                "recall@10": {"incumbent": 0.8, "candidate": 0.84, "delta": 0.04, "ci95": [0.01, 0.07]},
+                "n_queries": 120,
+            },
+            "golden": None,
+        },
+        "training": {"duration_s": 120.5, "steps": 300, "device": "cpu", "stopped_early": False,
+                     "loss_curve": [[10, 1.2], [20, 0.9], [30, 0.7]], "hyperparameters": {"lr": 2e-5, "batch": 32}},
+        "timings": {"mine": 0.4, "train": 120.5, "evaluate": 10.2, "reembed": 30.1, "swap": 0.01},
+        "examples": [{"query": f"how to learn python {XSS}", "relevant": ["d1"],
+                      "before": [{"doc_id": "d3", "text": "lose weight <b>fast</b>"}],
+                      "after": [{"doc_id": "d1", "text": "How do I learn Python quickly?"}]}],
+    }
+    report.update(overrides)
+    return report
+
+
+def test_write_report_creates_both_files_and_round_trips(tmp_path: Path) -> None:
+    report = make_report()
+    folder = write_report(tmp_path, report)
+    assert folder == tmp_path / report["cycle_id"]
+    assert (folder / "report.html").is_file()
+    assert json.loads((folder / "report.json").read_text(encoding="utf-8")) == report
+    assert load_report(tmp_path, report["cycle_id"]) == report
+    assert report_html_path(tmp_path, report["cycle_id"]) == folder / "report.html"
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]  # no leftovers of the atomic writes
+
+
+def test_write_report_overwrites_and_stores_strict_json(tmp_path: Path) -> None:
+    report = make_report()
+    write_report(tmp_path, report)
+    report["metrics"]["pair_error"]["incumbent"]["roc_auc"] = math.nan
+    report["window"] = {"start": ("a", "b"), "end": None}
+    write_report(tmp_path, report)
+
+    def reject(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    stored = json.loads((tmp_path / report["cycle_id"] / "report.json").read_text(), parse_constant=reject)
+    assert stored["metrics"]["pair_error"]["incumbent"]["roc_auc"] is None
+    assert stored["window"]["start"] == ["a", "b"]
+    assert math.isnan(report["metrics"]["pair_error"]["incumbent"]["roc_auc"])  # the caller's dict is untouched
+
+
+@pytest.mark.parametrize("bad", ["../etc", "", "a/b", "x" * 65, "ok\n", None])
+def test_write_report_rejects_unsafe_cycle_ids(tmp_path: Path, bad: Any) -> None:
+    with pytest.raises(ValueError, match="cycle_id"):
+        write_report(tmp_path, make_report(cycle_id=bad))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_html_is_self_contained_complete_and_escaped(tmp_path: Path) -> None:
+    report = make_report()
+    page = report_html_path(tmp_path / "r", write_report(tmp_path / "r", report).name).read_text(encoding="utf-8")
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.I)
+    assert not re.search(r"<script|<link|@import|url\((?!#)", page, re.I)  # clip paths use local url(#id)
+    assert XSS not in page and "<b>fast</b>" not in page
+    assert "how to learn python &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "lose weight &lt;b&gt;fast&lt;/b&gt;" in page
+    assert 'class="badge badge-promoted">promoted<' in page
+    for reason in report["reasons"]:
+        assert f"<li>{reason.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')}</li>" in page
+    assert "error_rate_improvement" in page and "✓" in page and "✗" in page
+    # Formats: rates in percent with one decimal, deltas in points with the CI, the reduction in words.
+    assert "22.0% (95% CI 20.0%..24.0%)" in page and "18.1%" in page
+    assert "-3.9 pt (95% CI -5.0..-2.8)" in page
+    assert "17.7% of the mistakes avoided" in page
+    assert "+0.050 (95% CI 0.030..0.070)" in page
+    assert "1,234" in page and "2 min 0.5 s" in page
+    assert page.count("<svg") == 1 and 'id="loss-chart"' in page  # the loss chart; no history yet
+    assert 'id="history-chart-nodata"' in page
+
+
+def test_render_html_is_deterministic() -> None:
+    report, other = make_report(), make_report(cycle_id="c0", created_at="2026-11-20T00:00:00+00:00")
+    history = list_reports(Path("/nonexistent")) + [
+        {"cycle_id": "c0", "created_at": other["created_at"], "decision": "rejected", "error_incumbent": 0.23,
+         "error_candidate": 0.24, "ndcg_incumbent": 0.6, "ndcg_candidate": None}
+    ]
+    assert render_html(report, history) == render_html(report, history)
+
+
+def test_history_chart_appears_once_there_are_two_reports(tmp_path: Path) -> None:
+    first = write_report(tmp_path, make_report("c1", "2026-11-20T00:00:00+00:00", "rejected"))
+    assert 'id="history-chart"' not in (first / "report.html").read_text()
+    second = write_report(tmp_path, make_report("c2", "2026-11-27T00:00:00+00:00", "promoted"))
+    page = (second / "report.html").read_text()
+    assert 'id="history-chart"' in page and 'id="history-chart-nodata"' not in page
+    assert re.search(r'<figure id="history-chart"><svg', page)
+
+
+def test_list_reports_newest_first_and_skips_unreadable_folders(tmp_path: Path) -> None:
+    write_report(tmp_path, make_report("c-mid", "2026-11-21T00:00:00+00:00", "rejected", candidate=None))
+    write_report(tmp_path, make_report("c-new", "2026-11-22T09:00:00+02:00"))
+    write_report(tmp_path, make_report("c-old", "2026-11-20T00:00:00+00:00", "failed", metrics=None))
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "report.json").write_text("{not json", encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "report.json").write_text("[1, 2]", encoding="utf-8")
+    (tmp_path / "stray.txt").write_text("x", encoding="utf-8")
+
+    summaries = list_reports(tmp_path)
+    assert [s["cycle_id"] for s in summaries] == ["c-new", "c-mid", "c-old"]
+    assert summaries[0] == {
+        "cycle_id": "c-new", "created_at": "2026-11-22T09:00:00+02:00", "decision": "promoted", "kind": "full",
+        "incumbent": "v1", "candidate": "v2", "error_incumbent": 0.22, "error_candidate": 0.181,
+        "ndcg_incumbent": 0.61, "ndcg_candidate": 0.66,
+    }
+    assert summaries[2]["error_incumbent"] is None and summaries[2]["decision"] == "failed"
+    assert list_reports(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize("bad", ["nope", "../etc", "..", "a/b", "x" * 65, "c1\n", "", "corrupt"])
+def test_load_report_and_html_path_raise_not_found(tmp_path: Path, bad: str) -> None:
+    reports = tmp_path / "reports"
+    write_report(reports, make_report("c1"))
+    (reports / "corrupt").mkdir()
+    (reports / "corrupt" / "report.json").write_text("{", encoding="utf-8")
+    (tmp_path / "etc").mkdir()
+    for name in ("report.json", "report.html"):  # what a path traversal to ../etc would find
+        (tmp_path / "etc" / name).write_text("{}", encoding="utf-8")
+    with pytest.raises(NotFound):
+        load_report(reports, bad)
+    if bad != "corrupt":
+        with pytest.raises(NotFound):
+            report_html_path(reports, bad)
+
+
+def test_failed_report_with_most_fields_missing_still_renders(tmp_path: Path) -> None:
+    report = {"cycle_id": "c-failed", "decision": "failed", "error": f"Traceback: boom {XSS}\n  line 2"}
+    page = (write_report(tmp_path, report) / "report.html").read_text()
+    assert 'class="badge badge-failed">failed<' in page
+    assert "Traceback: boom &lt;script&gt;" in page and XSS not in page
+    assert "No metrics were measured" in page and "No training ran" in page
+    assert 'id="loss-chart-nodata"' in page and 'id="history-chart-nodata"' in page
+    assert "<svg" not in page
+    assert load_report(tmp_path, "c-failed") == report
+
+
+def test_rejected_before_reembedding_shows_not_measured() -> None:
+    report = make_report(decision="rejected", candidate="v2", serving_after="v1")
+    for name in ("ndcg@10", "mrr@10", "recall@10"):
+        report["metrics"]["retrieval"][name].update(candidate=None, delta=None, ci95=None)
+    report["training"]["loss_curve"] = []
+    page = render_html(report, [])
+    assert 'class="badge badge-rejected">rejected<' in page
+    assert page.count("not measured") >= 3
+    assert 'id="loss-chart-nodata"' in page
+    report["metrics"]["retrieval"] = None  # how the cycle stores a candidate that was never re-embedded
+    assert "<td>retrieval (nDCG, MRR, Recall@10)</td><td>not measured</td>" in render_html(report, [])
+
+
+def test_malformed_fields_do_not_break_rendering() -> None:
+    report = make_report(decision=XSS, reasons="a single reason", checks=[{"name": "x", "passed": [1]}],
+                         counts={"events": "many"}, examples=[{"query": "q", "relevant": "d1", "after": "oops"}])
+    report["training"]["loss_curve"] = [[1], "x", [2, "nan"], [3, 0.5]]
+    page = render_html(report, [{"cycle_id": "c0", "created_at": None}])
+    assert "badge-other" in page and XSS not in page
+    assert "<li>a single reason</li>" in page
+    assert 'id="loss-chart"' in page
+
+
+def test_reads_the_metric_layouts_the_cycle_writes(tmp_path: Path) -> None:
+    report = make_report()
+    pair = report["metrics"]["pair_error"]
+    pair["delta_error"], pair["delta_ci95"] = pair.pop("delta")["mean"], [-0.05, -0.028]  # compare_pair_error keys
+    pair["relative_error_reduction"] = pair.pop("relative_reduction")
+    retrieval = report["metrics"]["retrieval"]
+    names = ("ndcg@10", "mrr@10", "recall@10")
+    retrieval["incumbent"] = {m: retrieval[m]["incumbent"] for m in names}  # compare_retrieval's layout as well
+    retrieval["candidate"] = {m: retrieval[m]["candidate"] for m in names}
+    retrieval["delta"] = {m: {"mean": retrieval[m]["delta"], "ci95": retrieval[m]["ci95"]} for m in names}
+    page = (write_report(tmp_path, report) / "report.html").read_text()
+    assert "-3.9 pt (95% CI -5.0..-2.8)" in page and "17.7% of the mistakes avoided" in page
+    assert page.count("<td>nDCG@10</td>") == 1 and "<td>delta</td>" not in page and "<td>incumbent</td>" not in page
+    assert list_reports(tmp_path)[0]["error_candidate"] == 0.181
