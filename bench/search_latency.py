@@ -75,7 +75,11 @@ def run_api(docs: list[dict], queries: list[str], data_dir: Path) -> dict:
             http.post("/search", json={"query": q, "k": 10}).raise_for_status()
             times.append((time.perf_counter() - s) * 1000)
         wall = time.perf_counter() - t0
-        return {"latency_ms": _percentiles(times), "rps": len(queries) / wall, "ingest_docs_per_s": len(docs) / ingest_s}
+        return {
+            "latency_ms": _percentiles(times),
+            "rps": len(queries) / wall,
+            "ingest_docs_per_s": len(docs) / ingest_s,
+        }
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -92,7 +96,9 @@ def run_raw(docs: list[dict], queries: list[str], folder: Path) -> dict:
     client = QdrantClient(path=str(folder))
     client.create_collection("raw", vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE))
     vectors = model.encode([d["text"] for d in docs], batch_size=64, normalize_embeddings=True)
-    client.upload_collection("raw", vectors=vectors, ids=list(range(len(docs))), payload=[{"t": d["text"]} for d in docs])
+    client.upload_collection(
+        "raw", vectors=vectors, ids=list(range(len(docs))), payload=[{"t": d["text"]} for d in docs]
+    )
     for q in queries[:10]:
         client.query_points("raw", query=model.encode(q, normalize_embeddings=True).tolist(), limit=10)
     times, encode_times = [], []

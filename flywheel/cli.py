@@ -22,8 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 # Exit codes: 1 other error, 2 bad input or config, 3 data dir in use, 4 not found.
 EXIT_CODES: list[tuple[type[Exception], int]] = [

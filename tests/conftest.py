@@ -82,6 +82,40 @@ def make_event(search_id: str, doc_id: str, type: str = "click", **extra: Any) -
     return {"event_id": f"e{next(_event_ids)}", "search_id": search_id, "doc_id": doc_id, "type": type, **extra}
 
 
+# A small world the tiny model's vocabulary knows: a query is relevant to the documents of its topic.
+TOPICS = "python pasta car paris phone weight money guitar dog garden rain planet cake bike hotel piano".split()
+DOC_TEMPLATES = ["the best {t} guide", "good {t} tips", "how {t} works"]
+QUERY_TEMPLATES = [
+    "how do i {t}",
+    "what is the best {t}",
+    "where can i find {t}",
+    "why is {t} good",
+    "which {t} is good",
+    "can you help with {t}",
+    "my {t} is bad",
+    "when to {t}",
+]
+
+
+def world_documents() -> list[dict[str, Any]]:
+    """Factory: the topic world's documents (API bodies, topic in metadata)."""
+    return [
+        {"id": f"{t}-{i}", "text": tpl.format(t=t), "metadata": {"topic": t}}
+        for t in TOPICS
+        for i, tpl in enumerate(DOC_TEMPLATES)
+    ]
+
+
+def world_queries() -> tuple[dict[str, str], dict[str, set[str]]]:
+    """Factory: the topic world's queries and their relevant documents."""
+    queries, relevant = {}, {}
+    for t in TOPICS:
+        for j, tpl in enumerate(QUERY_TEMPLATES):
+            queries[f"{t}-q{j}"] = tpl.format(t=t)
+            relevant[f"{t}-q{j}"] = {f"{t}-{i}" for i in range(len(DOC_TEMPLATES))}
+    return queries, relevant
+
+
 @pytest.fixture
 def loaded_api(api: TestClient) -> TestClient:
     """The API with the small test corpus ingested."""

@@ -60,3 +60,71 @@ def test_refuses_public_bind_without_keys() -> None:
     check_bind(Settings(host="::1"))
     result = runner.invoke(app, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "FLYWHEEL_ADMIN_KEYS" in result.output
+
+
+@pytest.mark.slow
+def test_retrain_reports_and_rollback_standalone(tmp_path: Path, tiny_model_path: Path, monkeypatch) -> None:
+    """No server running: the CLI opens the data dir itself, runs a cycle, lists and shows the report."""
+    from fastapi.testclient import TestClient
+
+    from flywheel.api import create_app
+    from flywheel.simulate import UserModel, simulate
+    from tests.conftest import world_documents, world_queries
+
+    data = tmp_path / "data"
+    env = {
+        "FLYWHEEL_DATA_DIR": str(data),
+        "FLYWHEEL_BASE_MODEL": str(tiny_model_path),
+        "FLYWHEEL_TRAIN_LEARNING_RATE": "2e-3",
+        "FLYWHEEL_TRAIN_EPOCHS": "3",
+        "FLYWHEEL_TRAIN_BATCH_SIZE": "16",
+        "FLYWHEEL_MIN_HELDOUT_PAIRS": "10",
+        "FLYWHEEL_HELDOUT_PERCENT": "25",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with TestClient(create_app(Settings())) as api:
+        api.post("/documents", json={"documents": world_documents()})
+        queries, relevant = world_queries()
+        simulate(api, queries, relevant, UserModel(click_prob=1.0, decay=1.0, wrong_click=0, no_click=0), rounds=2)
+
+    result = runner.invoke(app, ["retrain"])
+    assert result.exit_code == 0, result.output
+    assert "promoted" in result.output and "report.html" in result.output
+    listing = runner.invoke(app, ["reports"])
+    assert listing.exit_code == 0 and "promoted" in listing.output
+    cycle_id = next(p.name for p in (data / "reports").iterdir())
+    shown = runner.invoke(app, ["reports", "show", cycle_id])
+    assert shown.exit_code == 0 and f'"cycle_id": "{cycle_id}"' in shown.output
+    assert runner.invoke(app, ["reports", "show", "no-such-cycle"]).exit_code == 4
+    back = runner.invoke(app, ["rollback"])
+    assert back.exit_code == 0 and "now serving v1" in back.output
+    assert runner.invoke(app, ["rollback", "--to", "v42"]).exit_code == 4
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_commands(tmp_path: Path, tiny_model_path: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [
+        ("how do i learn python", "learn python programming", 1),
+        ("how do i learn python", "cook rice in a pot", 0),
+        ("best laptop for code", "good laptop for programming", 1),
+        ("best laptop for code", "the capital of france", 0),
+        ("lose weight fast", "healthy ways to lose weight", 1),
+        ("lose weight fast", "why is the sky blue", 0),
+    ] * 4
+    pairs.write_text("".join(f'{{"question1": "{a}", "question2": "{b}", "is_duplicate": {c}}}\n' for a, b, c in rows))
+    out = tmp_path / "model"
+    result = runner.invoke(
+        app, ["train", "--pairs", str(pairs), "--out", str(out), "--base", str(tiny_model_path), "--max-steps", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "meta.json").exists() and "2 steps" in result.output
+    evaluated = runner.invoke(app, ["evaluate", "--model", str(out), "--pairs", str(pairs)])
+    assert evaluated.exit_code == 0, evaluated.output
+    import json
+
+    metrics = json.loads(evaluated.stdout)
+    assert 0 <= metrics["error_rate"] <= 1 and metrics["n"] > 0 and len(metrics["ci95"]) == 2
+    missing = runner.invoke(app, ["evaluate", "--model", str(out), "--pairs", str(tmp_path / "nope.jsonl")])
+    assert missing.exit_code == 2

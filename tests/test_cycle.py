@@ -12,45 +12,19 @@ from fastapi.testclient import TestClient
 
 from flywheel.api import create_app
 from flywheel.config import Settings
-from tests.conftest import make_event
+from flywheel.simulate import UserModel, simulate
+from tests.conftest import world_documents, world_queries
 
 pytestmark = pytest.mark.slow
 
-# A small world the tiny model's vocabulary knows: a query is relevant to the documents of its topic.
-TOPICS = "python pasta car paris phone weight money guitar dog garden rain planet cake bike hotel piano".split()
-DOC_TEMPLATES = ["the best {t} guide", "good {t} tips", "how {t} works"]
-QUERY_TEMPLATES = [
-    "how do i {t}", "what is the best {t}", "where can i find {t}", "why is {t} good",
-    "which {t} is good", "can you help with {t}", "my {t} is bad", "when to {t}",
-]
-
-
-def world_documents() -> list[dict]:
-    return [
-        {"id": f"{t}-{i}", "text": tpl.format(t=t), "metadata": {"topic": t}}
-        for t in TOPICS
-        for i, tpl in enumerate(DOC_TEMPLATES)
-    ]
-
 
 def simulate_users(api: TestClient, rounds: int = 2) -> int:
-    """Search every query; click the first hit of the right topic and skip the hits above it."""
-    sent = 0
-    for _ in range(rounds):
-        for t in TOPICS:
-            for tpl in QUERY_TEMPLATES:
-                body = api.post("/search", json={"query": tpl.format(t=t), "k": 10}).json()
-                events = []
-                for hit in body["hits"]:
-                    if hit["metadata"]["topic"] == t:
-                        events.append(make_event(body["search_id"], hit["doc_id"], "click"))
-                        break
-                    events.append(make_event(body["search_id"], hit["doc_id"], "skip"))
-                else:
-                    continue  # nothing relevant shown: no click, so no signal worth sending
-                assert api.post("/feedback", json={"events": events}).status_code == 200
-                sent += len(events)
-    return sent
+    """Users who click the first hit of the right topic and skip the hits above it (the reference client)."""
+    queries, relevant = world_queries()
+    stats = simulate(
+        api, queries, relevant, UserModel(click_prob=1.0, decay=1.0, wrong_click=0, no_click=0), rounds=rounds
+    )
+    return stats.accepted
 
 
 def wait_for(api: TestClient, cycle_id: str, timeout: float = 600) -> dict:
