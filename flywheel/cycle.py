@@ -22,7 +22,7 @@ from flywheel.errors import IndexMismatch, InvalidInput, NotFound
 from flywheel.evaluate import compare_pair_error, paired_bootstrap, retrieval_scores
 from flywheel.gate import budget_check, decide, error_checks, golden_check, retrieval_check
 from flywheel.pairs import add_mined_negatives, mine_pairs, write_snapshot
-from flywheel.registry import ModelVersion, now_iso
+from flywheel.registry import ModelVersion, mark_discarded, now_iso
 from flywheel.report import list_reports, write_report
 from flywheel.service import Service
 from flywheel.split import labelled, split_by_group
@@ -81,7 +81,6 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
         "training": None,
         "error": None,
     }
-    candidate: ModelVersion | None = None
 
     def timed(name: str) -> Callable[[], None]:
         on_stage(name)
@@ -203,14 +202,14 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
             prune(service)
         else:
             report["decision"] = "rejected"
-            _discard(service, candidate, keep_meta=True, metrics=_summary(report))
+            _discard(service, version, status="rejected", metrics=_summary(report))
     except Exception as exc:
         log.exception("cycle %s failed", cycle_id)
         report["decision"] = "rejected" if isinstance(exc, InvalidInput) else "failed"
         report["error"] = str(exc) if isinstance(exc, InvalidInput) else f"{exc}\n{traceback.format_exc()}"
         report.setdefault("reasons", [str(exc)])
-        if candidate is not None or report.get("candidate"):
-            _discard(service, candidate, keep_meta=candidate is not None, version=report.get("candidate"))
+        if report.get("candidate"):
+            _discard(service, report["candidate"], status="failed", metrics={"error": str(exc)[:500]})
     report["timings"] = timings
     report["duration_s"] = round(time.monotonic() - started, 3)
     write_report(settings.reports_dir, report)
@@ -322,26 +321,10 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _discard(
-    service: Service,
-    candidate: ModelVersion | None,
-    keep_meta: bool,
-    metrics: dict[str, Any] | None = None,
-    version: str | None = None,
-) -> None:
-    """Drop a rejected or failed candidate's collection and weights; keep its meta.json for the history."""
-    version = candidate.version if candidate else version
-    if version is None:
-        return
+def _discard(service: Service, version: str, status: str, metrics: dict[str, Any] | None = None) -> None:
+    """Drop a rejected or failed candidate's collection and weights; its meta.json stays for the history."""
     service.index.drop(version)
-    folder = service.registry.dir / version
-    if keep_meta and (folder / "meta.json").exists():
-        service.registry.mark(version, "rejected", metrics)
-        for item in folder.iterdir():
-            if item.name != "meta.json":
-                shutil.rmtree(item) if item.is_dir() else item.unlink()
-    else:
-        shutil.rmtree(folder, ignore_errors=True)
+    mark_discarded(service.registry, version, status, metrics)
 
 
 def prune(service: Service) -> list[str]:
@@ -379,8 +362,10 @@ def rollback(service: Service, to: str | None = None) -> ModelVersion:
             raise NotFound(f"{current} has no previous version to roll back to")
         to = previous[-1]
     target = registry.get(to)
-    if target.status in ("rejected", "pruned") or target.version == current:
-        raise NotFound(f"{to} cannot serve (status {target.status}); kept versions: {kept_versions(service)}")
+    if target.version == current or to not in kept_versions(service):
+        raise NotFound(
+            f"{to} cannot serve (status {target.status}); versions to roll back to: {kept_versions(service)}"
+        )
     encoder = service.load_encoder(target)
     # A retired collection missed every write since it stopped serving: replay those, or rebuild it.
     since = _retired_at(service, to)
@@ -402,8 +387,12 @@ def _retired_at(service: Service, version: str) -> datetime | None:
 
 
 def kept_versions(service: Service) -> list[str]:
-    """Versions a rollback can target."""
-    return [v.version for v in service.registry.versions() if v.status in ("incumbent", "retired")]
+    """Versions a rollback can target: retired ones that kept their weights, and base models (by name)."""
+    return [
+        v.version
+        for v in service.registry.versions()
+        if v.status == "retired" or (v.kind == "base" and v.status == "pruned")
+    ]
 
 
 __all__ = ["kept_versions", "list_reports", "prune", "rollback", "run_cycle", "train_config"]

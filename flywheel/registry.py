@@ -220,3 +220,19 @@ class Registry:
         if entry.status != "incumbent":
             entry.status = "incumbent"
             self.save(entry)
+
+
+def mark_discarded(registry: Registry, version: str, status: str, metrics: dict[str, Any] | None = None) -> None:
+    """Keep a version's number and meta.json but delete its weights (rejected, failed or interrupted).
+
+    A folder without meta.json (training died before writing it) gets a stub, so the number is never reused
+    and reports that name it still resolve.
+    """
+    folder = registry.dir / version
+    for item in folder.iterdir() if folder.exists() else ():
+        if item.name != "meta.json":
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    if not (folder / "meta.json").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        registry.save(ModelVersion(version, "finetune", "", now_iso(), 0, made_by={"how": "not completed"}))
+    registry.mark(version, status, metrics)

@@ -20,6 +20,7 @@ from typing import Any
 from flywheel.config import Settings
 from flywheel.errors import Conflict, NotFound
 from flywheel.pairs import count_new_pairs
+from flywheel.registry import VERSION_RE, mark_discarded
 from flywheel.service import Service
 from flywheel.store import utcnow
 
@@ -123,10 +124,12 @@ class CycleRunner:
             if version not in known:
                 log.warning("dropping leftover collection %s", index.collection(version))
                 index.drop(version)
-        for folder in registry.dir.iterdir():
-            if folder.is_dir() and not (folder / "meta.json").exists():
-                log.warning("removing leftover model folder %s", folder)
-                shutil.rmtree(folder, ignore_errors=True)
+        for entry in registry.dir.iterdir():
+            if entry.is_dir() and VERSION_RE.match(entry.name) and not (entry / "meta.json").exists():
+                log.warning("discarding the half-trained model in %s", entry)
+                mark_discarded(registry, entry.name, "failed", {"error": "interrupted: the server stopped"})
+            elif entry.name.startswith(".") and entry.is_dir():  # a trainer's temp dir beside a version
+                shutil.rmtree(entry, ignore_errors=True)
         if stale:
             log.warning("recovered interrupted cycle(s): %s", ", ".join(stale))
         return stale

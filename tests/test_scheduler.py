@@ -44,7 +44,9 @@ def test_recover_after_crash(service: Service) -> None:
     assert record["state"] == "failed" and "interrupted" in record["error"]
     assert restarted.running() is None
     assert service.index.versions() == ["v1"]
-    assert not (service.registry.dir / "v8").exists()
+    stub = service.registry.get("v8")  # the number stays taken; nothing servable is left behind
+    assert stub.status == "failed" and [p.name for p in stub.path.iterdir()] == ["meta.json"]
+    assert service.registry.allocate()[0] == "v9"
     restarted._acquire("c-next", "manual")  # the lock is free again
     assert restarted.running() == "c-next"
 
