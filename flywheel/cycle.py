@@ -26,7 +26,6 @@ from flywheel.registry import ModelVersion, mark_discarded, now_iso
 from flywheel.report import list_reports, write_report
 from flywheel.service import Service
 from flywheel.split import labelled, split_by_group
-from flywheel.store import utcnow
 from flywheel.train import TrainConfig, train_in_subprocess
 
 log = logging.getLogger(__name__)
@@ -164,7 +163,7 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
 
         if all(c is None or c.passed for c in checks):
             done = timed("reembed")
-            since = utcnow()
+            since = service.mark()
             service.index.create(version, challenger.dimension, replace=True)
             for batch in service.store.iter_documents(batch_size=2048):
                 service.embed_into(version, challenger, batch, progress=False)
@@ -239,7 +238,7 @@ def _corpus(service: Service) -> dict[str, str]:
 
 def _catch_up(service: Service, encoder: Encoder, since: datetime) -> datetime:
     """Apply documents written or deleted since `since` to the candidate's collection; return the new mark."""
-    mark = utcnow()
+    mark = service.mark()
     docs, deleted = service.changed_since(since)
     if docs:
         service.embed_into(encoder.version, encoder, docs)
@@ -370,7 +369,7 @@ def rollback(service: Service, to: str | None = None) -> ModelVersion:
     # A retired collection missed every write since it stopped serving: replay those, or rebuild it.
     since = _retired_at(service, to)
     if since is None or not service.index.exists(to):
-        since = utcnow()
+        since = service.mark()
         service.index.create(to, encoder.dimension, replace=True)
         for batch in service.store.iter_documents(batch_size=2048):
             service.embed_into(to, encoder, batch)

@@ -234,6 +234,12 @@ class Service:
         """Liveness plus what serves now."""
         return {"status": "ok", "model_version": self.encoder.version, "documents": self.store.count_documents()}
 
+    def mark(self) -> datetime:
+        """A point in time that no document write straddles: writes take the serving lock, so every write
+        stamped before the mark has committed when this returns (catch-up reads from here miss nothing)."""
+        with self._serving:
+            return utcnow()
+
     def changed_since(self, since: datetime) -> tuple[list[Document], list[str]]:
         """Documents upserted and ids deleted since a time (re-embedding catch-up)."""
         docs = [d for batch in self.store.iter_documents(changed_since=since) for d in batch]
