@@ -311,4 +311,3 @@ def _short(value: Any, limit: int = 60) -> str:
     """Return a repr cut to `limit` characters so an error message stays one readable line."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-

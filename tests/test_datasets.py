@@ -1,4 +1,4 @@
-"""Pair-file loading: every accepted format, the labelled -> training conversion, and precise format errors."""
+"""Pair files: every accepted format, the labelled -> training conversion, and precise format errors."""
 
 from __future__ import annotations
 
@@ -46,14 +46,19 @@ def test_quora_jsonl_gz_and_query_document_jsonl_load_the_same_pairs(tmp_path: P
         {"question1": " q one ", "question2": "d one", "is_duplicate": 1, "pair_uid": "x"},
         {"question1": "q two", "question2": "d two", "is_duplicate": 0, "text_form": "raw"},
     ]
-    generic = [{"query": "q one", "document": "d one", "label": "1"}, {"query": "q two", "document": "d two", "label": 0}]
+    generic = [
+        {"query": "q one", "document": "d one", "label": "1"},
+        {"query": "q two", "document": "d two", "label": 0},
+    ]
     expected = [LabelledPair("q one", "d one", 1), LabelledPair("q two", "d two", 0)]
     assert load_labelled_pairs(write_jsonl(tmp_path / "a.jsonl.gz", quora, compress=True)) == expected
     assert load_labelled_pairs(write_jsonl(tmp_path / "b.jsonl", generic)) == expected
 
 
 @pytest.mark.parametrize("name,delimiter,compress", [("q.tsv", "\t", False), ("q.csv.gz", ",", True)])
-def test_original_quora_release_tsv_and_csv(tmp_path: Path, name: str, delimiter: str, compress: bool) -> None:
+def test_original_quora_release_tsv_and_csv(
+    tmp_path: Path, name: str, delimiter: str, compress: bool
+) -> None:
     """The Quora TSV/CSV (quoted fields with newlines, an empty question) loads; the empty row is skipped."""
     text = QUORA_TSV
     if delimiter == ",":
@@ -114,10 +119,14 @@ def test_load_training_examples_converts_a_labelled_file(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     "rows,message",
     [
-        ([{"question1": "a", "question2": "b", "is_duplicate": 1}, {"question1": "a", "question2": "b"}],
-         r":2: missing column 'is_duplicate'"),
-        ([{"query": "a", "document": "b", "label": 1}, {"query": "a", "document": "b", "label": 2}],
-         r":2: bad value in column 'label': expected 0 or 1, got 2"),
+        (
+            [{"question1": "a", "question2": "b", "is_duplicate": 1}, {"question1": "a", "question2": "b"}],
+            r":2: missing column 'is_duplicate'",
+        ),
+        (
+            [{"query": "a", "document": "b", "label": 1}, {"query": "a", "document": "b", "label": 2}],
+            r":2: bad value in column 'label': expected 0 or 1, got 2",
+        ),
         ([{"text": "a"}], r":1: missing column 'question1' \(or 'query'\)"),
         ([{"query": "a", "document": 3, "label": 1}], r":1: bad value in column 'document': expected text"),
     ],
@@ -136,7 +145,9 @@ def test_invalid_json_and_bad_triplets_are_located(tmp_path: Path) -> None:
     broken.write_text('{"query": "a", "document": "b", "label": 1}\n\n{"query": "a",\n', encoding="utf-8")
     with pytest.raises(DataFormatError, match=r"broken.jsonl:3: invalid JSON"):
         load_labelled_pairs(broken)
-    triplets = write_jsonl(tmp_path / "t.jsonl", [{"query": "a", "positive": "b"}, {"query": "c", "negative": "d"}])
+    triplets = write_jsonl(
+        tmp_path / "t.jsonl", [{"query": "a", "positive": "b"}, {"query": "c", "negative": "d"}]
+    )
     with pytest.raises(DataFormatError, match=r"t.jsonl:2: missing column 'positive'"):
         load_training_examples(triplets)
     typed = write_jsonl(tmp_path / "n.jsonl", [{"query": "a", "positive": "b", "negative": {"x": 1}}])
