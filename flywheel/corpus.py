@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from flywheel.datasets import open_text
 from flywheel.errors import DataFormatError
 from flywheel.store import Document
-
-
-def _open_text(path: Path) -> IO[str]:
-    """Open a text file, transparently gunzipping `.gz`."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return path.open(encoding="utf-8", newline="")
 
 
 def _kind(path: Path) -> str:
@@ -70,7 +62,7 @@ def read_documents(path: Path | str) -> Iterator[Document]:
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
     kind = _kind(path)
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         if kind == "jsonl":
             for line, raw in enumerate(fh, start=1):
                 if not raw.strip():

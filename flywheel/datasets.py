@@ -146,7 +146,7 @@ def pair_texts(pairs: Sequence[LabelledPair]) -> list[str]:
     return list(dict.fromkeys(text for pair in pairs for text in (pair.query, pair.document)))
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def open_text(path: Path) -> io.TextIOBase:
     """Open a file as UTF-8 text, decompressing gzip by its magic bytes so a misnamed file still reads."""
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
@@ -165,7 +165,7 @@ def _file_kind(path: Path) -> str:
         return "jsonl"
     if suffix in (".tsv", ".csv"):
         return suffix[1:]
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         head = fh.read(4096)
     stripped = head.lstrip()
     if stripped.startswith("{"):
@@ -178,7 +178,7 @@ def _iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, record dict) from a JSONL or delimited file."""
     kind = _file_kind(path)
     try:
-        with _open_text(path) as fh:
+        with open_text(path) as fh:
             if kind == "jsonl":
                 yield from _iter_jsonl(path, fh)
             else:

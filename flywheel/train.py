@@ -29,6 +29,7 @@ from flywheel.datasets import (
 )
 from flywheel.errors import InvalidInput, TrainingError
 from flywheel.evaluate import DEFAULT_MODEL_ALIASES, resolve_model
+from flywheel.registry import write_json_atomic
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -311,7 +312,7 @@ def _train_into(
         "loss_curve": monitor.points,
         "torch_threads": torch.get_num_threads(),
     }
-    _write_json_atomic(target / "meta.json", meta)
+    write_json_atomic(target / "meta.json", meta)
     return meta
 
 
@@ -450,13 +451,6 @@ def _monitor(deadline: float | None) -> Any:
             return control
 
     return Monitor()
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON via a temp file and os.replace, so readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _prepare_tmp_dir(out_dir: Path) -> Path:
