@@ -204,11 +204,19 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
             _discard(service, version, status="rejected", metrics=_summary(report))
     except Exception as exc:
         log.exception("cycle %s failed", cycle_id)
-        report["decision"] = "rejected" if isinstance(exc, InvalidInput) else "failed"
+        serving = service.encoder.version
         report["error"] = str(exc) if isinstance(exc, InvalidInput) else f"{exc}\n{traceback.format_exc()}"
-        report.setdefault("reasons", [str(exc)])
-        if report.get("candidate"):
-            _discard(service, report["candidate"], status="failed", metrics={"error": str(exc)[:500]})
+        if report.get("candidate") and serving == report["candidate"]:
+            # The switch already happened (the failure came after it): never discard what serves now.
+            report["decision"] = "promoted"
+            report["serving_after"] = serving
+            if service.registry.incumbent().version != serving:
+                service.registry.promote(serving)  # so a restart keeps serving it
+        else:
+            report["decision"] = "rejected" if isinstance(exc, InvalidInput) else "failed"
+            report.setdefault("reasons", [str(exc)])
+            if report.get("candidate"):
+                _discard(service, report["candidate"], status="failed", metrics={"error": str(exc)[:500]})
     report["timings"] = timings
     report["duration_s"] = round(time.monotonic() - started, 3)
     write_report(settings.reports_dir, report)
