@@ -110,6 +110,15 @@ class Settings(BaseSettings):
     def _default_model(cls, value: str) -> str:
         return value or packaged_model_path()
 
+    @field_validator("cycle_cron", mode="after")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value:
+            from apscheduler.triggers.cron import CronTrigger
+
+            CronTrigger.from_crontab(value)  # raises ValueError with the offending field
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.default_k > self.max_k:

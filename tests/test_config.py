@@ -55,5 +55,7 @@ def test_bad_files_and_values(tmp_path: Path) -> None:
     wrong.write_text("port: not-a-number\n")
     with pytest.raises(ConfigError, match="port"):
         Settings.load(wrong)
+    with pytest.raises(ConfigError, match="cycle_cron"):
+        Settings.load(cycle_cron="every tuesday")
     with pytest.raises(ConfigError, match="default_k"):
         Settings.load(default_k=500, max_k=100)
