@@ -3,12 +3,13 @@
 Simulated flywheel data from train_pool (raw rows only): each duplicate pair is a search whose query is
 question1 and whose click is question2; the skip is the result the base model ranks highest among all
 train_pool questions that is not a known duplicate of the query (a Quora-labelled non-duplicate partner
-is preferred when one exists). Every loss sees the same examples. One extra run reproduces the issue's
-setting: OnlineContrastiveLoss on human-labelled pairs (duplicates and same-topic non-duplicates).
+is preferred when one exists). Every loss sees the same examples. The *_labelled runs train on 4,000
+human-labelled raw pairs instead (duplicates and same-topic non-duplicates, as in the issue): there
+the negatives are human judgments, like real skips, but most of them have no positive for their query.
 
 Evaluation: pair error on dev.jsonl.gz (threshold fitted on half, grouped by query, tested on the other
 half; same split for all), paired-bootstrap CI of the change against the base model, and retrieval
-metrics on dev_retrieval. Usage (about 45 minutes on 2 CPU cores):
+metrics on dev_retrieval. Usage (about 40 minutes on 2 idle CPU cores):
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/compare_losses.py [--runs mnrl_hardneg,contrastive]
 """
