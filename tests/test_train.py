@@ -83,8 +83,9 @@ def test_training_changes_weights_and_writes_model_and_meta(tiny: str, tmp_path:
     assert meta["created_at"].endswith("+00:00")
     # Every skip reaches the ranking loss as a triplet; searches without skips train as pairs.
     assert meta["n_rows"]["triplets"] == 80 and meta["n_rows"]["pairs"] == 8
-    leftovers = {p.name for p in out.iterdir()} - {"meta.json", "model.safetensors", "config.json"}
-    assert not {n for n in leftovers if n.startswith(("checkpoint", "runs", "trainer_", "training_args"))}
+    names = {p.name for p in out.iterdir()}
+    assert {"meta.json", "model.safetensors", "modules.json", "1_Pooling", "2_Normalize"} <= names
+    assert not [n for n in names if n.startswith((".", "checkpoint", "runs", "trainer_", "training_args"))]
     assert [p.name for p in out.parent.iterdir()] == ["v1"]  # no temp dir left beside it
     from sentence_transformers import SentenceTransformer
 
