@@ -23,7 +23,7 @@ from flywheel.evaluate import compare_pair_error, paired_bootstrap, retrieval_sc
 from flywheel.gate import budget_check, decide, error_checks, golden_check, retrieval_check
 from flywheel.pairs import add_mined_negatives, mine_pairs, write_snapshot
 from flywheel.registry import ModelVersion, mark_discarded, now_iso
-from flywheel.report import list_reports, write_report
+from flywheel.report import write_report
 from flywheel.service import Service
 from flywheel.split import labelled, split_by_group
 from flywheel.train import TrainConfig, train_in_subprocess
@@ -295,13 +295,13 @@ def _changed_examples(
 ) -> list[dict[str, Any]]:
     """Up to 8 held-out queries whose top-3 changed, before and after, for the reviewer."""
     examples = []
-    for group, query in list(queries.items())[:200]:
-        before = service.index.search(
-            incumbent.encode([query])[0], 3, collection=service.index.collection(incumbent.version)
-        )
-        after = service.index.search(
-            challenger.encode([query])[0], 3, collection=service.index.collection(challenger.version)
-        )
+    candidates = list(queries.items())[:200]
+    texts = [query for _, query in candidates]
+    # One batch per encoder instead of two single encodes per query.
+    before_vecs, after_vecs = incumbent.encode(texts), challenger.encode(texts)
+    for i, (group, query) in enumerate(candidates):
+        before = service.index.search(before_vecs[i], 3, collection=service.index.collection(incumbent.version))
+        after = service.index.search(after_vecs[i], 3, collection=service.index.collection(challenger.version))
         if [h.doc_id for h in before] != [h.doc_id for h in after]:
             examples.append(
                 {
@@ -402,4 +402,4 @@ def kept_versions(service: Service) -> list[str]:
     ]
 
 
-__all__ = ["kept_versions", "list_reports", "prune", "rollback", "run_cycle", "train_config"]
+__all__ = ["kept_versions", "prune", "rollback", "run_cycle", "train_config"]

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from flywheel.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str = "auto") -> str:

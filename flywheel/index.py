@@ -5,7 +5,6 @@ The same qdrant-client calls run against local mode (a folder) and a Qdrant serv
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +17,6 @@ from rich.progress import Progress
 from flywheel.config import Settings
 from flywheel.errors import StoreLocked
 from flywheel.store import Document
-
-log = logging.getLogger(__name__)
 
 # Fixed namespace so the same document id maps to the same point id in every collection and process.
 _POINT_NAMESPACE = uuid.UUID("3f1c6a52-8f0e-4d55-9a51-2b6f0b6e7a10")

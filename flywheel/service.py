@@ -246,4 +246,4 @@ class Service:
         return docs, self.store.deleted_since(since)
 
 
-__all__ = ["SearchResult", "Service", "progress_bar", "utcnow"]
+__all__ = ["SearchResult", "Service", "progress_bar"]
