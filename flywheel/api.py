@@ -20,6 +20,7 @@ from flywheel.errors import Conflict, FlywheelError, InvalidInput, NotFound, Pay
 from flywheel.report import list_reports, load_report, report_html_path
 from flywheel.scheduler import CycleRunner
 from flywheel.schemas import (
+    CycleIn,
     CycleOut,
     CycleStarted,
     DocumentIn,
@@ -277,7 +278,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         """The incumbent, every version with its meta.json, and the promotion history."""
         return {
             "incumbent": svc.registry.incumbent().to_dict(),
-            "serving": svc.encoder.version,
+            "serving": svc.serving_version,
             "versions": [v.to_dict() for v in svc.registry.versions()],
             "history": svc.registry.history(),
         }
@@ -287,14 +288,14 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         """Serve a kept earlier version again (alias and encoder switch together)."""
         if runner.running():
             raise Conflict("a cycle is running; roll back after it finished")
-        previous = svc.encoder.version
+        previous = svc.serving_version
         entry = rollback(svc, body.to)
         return RollbackOut(model_version=entry.version, previous=previous)
 
     @app.post("/cycles", status_code=202, response_model=CycleStarted, dependencies=[AdminRole], tags=["cycles"])
-    def post_cycle(runner: RunnerDep) -> CycleStarted:
-        """Start a retraining cycle now; 409 if one is running."""
-        return CycleStarted(cycle_id=runner.start("api"))
+    def post_cycle(runner: RunnerDep, body: CycleIn | None = None) -> CycleStarted:
+        """Start a retraining cycle now (optional body {"mode": "adapter"|"full"|"auto"}); 409 if one is running."""
+        return CycleStarted(cycle_id=runner.start("api", mode=body.mode if body else None))
 
     @app.get("/cycles", response_model=list[CycleOut], dependencies=[AdminRole], tags=["cycles"])
     def get_cycles(runner: RunnerDep) -> list[CycleOut]:

@@ -155,7 +155,11 @@ def stats(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
 
 @app.command()
-def retrain(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+def retrain(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    mode: Annotated[str | None, typer.Option(help="adapter | full | auto (default: the cycle_mode setting)")] = None,
+) -> None:
     """Run one retraining cycle now (through the running server if one owns the data dir), with progress."""
     import time
 
@@ -168,9 +172,9 @@ def retrain(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
                 runner = CycleRunner(service)
                 runner.recover()
                 with console.status("cycle starting") as status:
-                    record = runner.run("cli", on_stage=lambda stage: status.update(f"cycle: {stage}"))
+                    record = runner.run("cli", on_stage=lambda stage: status.update(f"cycle: {stage}"), mode=mode)
             else:
-                cycle_id = client.request("POST", "/cycles")["cycle_id"]
+                cycle_id = client.request("POST", "/cycles", json={"mode": mode} if mode else None)["cycle_id"]
                 with console.status(f"cycle {cycle_id} queued") as status:
                     while (record := client.request("GET", f"/cycles/{cycle_id}"))["state"] in ("queued", "running"):
                         status.update(f"cycle {cycle_id}: {record['stage'] or record['state']}")

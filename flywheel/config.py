@@ -82,6 +82,21 @@ class Settings(BaseSettings):
     train_adapter: bool = Field(False, description="freeze the base, train a linear adapter only")
     seed: int = 42
 
+    # Query-side adapter cycles (see flywheel.adapter; unset values keep the measured defaults).
+    cycle_mode: Literal["auto", "adapter", "full"] = Field(
+        "auto",
+        description="kind of cycle for POST /cycles, `flywheel retrain` and the cycle_cron/interval schedule: "
+        "'adapter' (query-side adapter, no re-indexing), 'full' (fine-tune + re-embed), or 'auto' "
+        "(full when CUDA is present, else adapter)",
+    )
+    adapter_cycle_cron: str | None = Field(
+        None, description="a second schedule that always runs adapter cycles, e.g. '0 * * * *' (hourly)"
+    )
+    adapter_cycle_interval_minutes: float | None = Field(None, gt=0, description="... or every N minutes")
+    adapter_loss: Literal["mnrl", "mnrl+bce", "bce"] | None = Field(None, description="adapter training loss")
+    adapter_epochs: int | None = Field(None, ge=1, le=1000)
+    adapter_learning_rate: float | None = Field(None, gt=0)
+
     # The promotion gate.
     min_improvement: float = Field(0.005, ge=0, description="error rate must drop by at least this (absolute)")
     min_relative_improvement: float = Field(0.0, ge=0, le=1, description="... and by this share of the incumbent's")
@@ -110,7 +125,7 @@ class Settings(BaseSettings):
     def _default_model(cls, value: str) -> str:
         return value or packaged_model_path()
 
-    @field_validator("cycle_cron", mode="after")
+    @field_validator("cycle_cron", "adapter_cycle_cron", mode="after")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
         if value:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from flywheel.adapter import AdaptedQueries, QueryAdapter
 from flywheel.datasets import examples_from_labelled, load_labelled_pairs
 from flywheel.encoder import Encoder
 from flywheel.errors import IndexMismatch, InvalidInput, NotFound
@@ -71,9 +72,9 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
         "cycle_id": cycle_id,
         "created_at": now_iso(),
         "kind": "full",
-        "incumbent": incumbent.version,
+        "incumbent": service.serving_version,  # an adapter's version when one serves on top of the encoder
         "candidate": None,
-        "serving_after": incumbent.version,
+        "serving_after": service.serving_version,
         "metrics": {},
         "checks": [],
         "examples": [],
@@ -150,7 +151,7 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
 
         done = timed("evaluate")
         challenger = service.load_encoder(candidate)
-        pair_error = _pair_error(incumbent, challenger, heldout, settings.seed)
+        pair_error = _pair_error(incumbent, challenger, heldout, settings.seed, service.adapter)
         report["metrics"]["pair_error"] = pair_error
         if settings.golden_pairs:
             golden = load_labelled_pairs(settings.golden_pairs)
@@ -170,7 +171,8 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
             since = _catch_up(service, challenger, since)
             done()
             done = timed("evaluate_retrieval")
-            retrieval, examples_changed = _retrieval(service, incumbent, challenger, heldout_rows, settings.seed)
+            incumbent_side = AdaptedQueries(incumbent.version, incumbent.encode, service.adapter)
+            retrieval, examples_changed = _retrieval(service, incumbent_side, challenger, heldout_rows, settings.seed)
             report["metrics"]["retrieval"] = retrieval
             report["examples"] = examples_changed
             checks.append(retrieval_check(retrieval, settings))
@@ -228,11 +230,21 @@ def incumbent_path(service: Service) -> str:
     return service.registry.get(service.encoder.version).load_path
 
 
-def _pair_error(incumbent: Encoder, challenger: Encoder, heldout: list, seed: int) -> dict[str, Any] | None:
-    """Compare pair error on held-out pairs, or None when they cannot support a threshold fit."""
+def _pair_error(
+    incumbent: Encoder, challenger: Encoder, heldout: list, seed: int, adapter: QueryAdapter | None = None
+) -> dict[str, Any] | None:
+    """Compare pair error on held-out pairs, or None when they cannot support a threshold fit.
+
+    With a query adapter serving on `incumbent`, the incumbent's side is scored as it serves (adapted query
+    against base document).
+    """
     labels = {p.label for p in heldout}
     if len(heldout) < 4 or labels != {0, 1}:
         return None
+    if adapter is not None:
+        from flywheel.adapter_cycle import adapted_pair_error
+
+        return adapted_pair_error(incumbent, adapter, challenger.model, heldout, seed)
     try:
         return compare_pair_error(incumbent.model, challenger.model, heldout, seed=seed)
     except InvalidInput as exc:  # e.g. one class only on the calibration side
@@ -341,6 +353,9 @@ def prune(service: Service) -> list[str]:
     servable = [v for v in service.registry.versions() if v.status in ("incumbent", "retired")]
     others = sorted((v for v in servable if v.version != incumbent), key=lambda v: -v.number)
     keep = {incumbent} | {v.version for v in others[: service.settings.keep_versions - 1]}
+    # An adapter serves through its base's encoder and collection: those stay while the adapter is kept.
+    keep |= {v.parent for v in servable if v.kind == "adapter" and v.version in keep and v.parent}
+    keep.add(service.encoder.version)
     dropped = []
     for entry in servable:
         if entry.version in keep:
@@ -373,20 +388,25 @@ def rollback(service: Service, to: str | None = None) -> ModelVersion:
         raise NotFound(
             f"{to} cannot serve (status {target.status}); versions to roll back to: {kept_versions(service)}"
         )
-    encoder = service.load_encoder(target)
+    encoder, adapter = service.load_serving(target)  # an adapter serves on its base's encoder and collection
+    if encoder is service.encoder:  # same collection: only the query transform changes
+        service.swap(encoder, adapter=adapter)
+        return registry.promote(to, action="rollback")
+    base = encoder.version
     # A retired collection missed every write since it stopped serving: replay those, or rebuild it.
-    since = _retired_at(service, to)
-    if since is None or not service.index.exists(to):
+    since = _retired_at(service, base)
+    if since is None or not service.index.exists(base):
         since = service.mark()
-        service.index.create(to, encoder.dimension, replace=True)
+        service.index.create(base, encoder.dimension, replace=True)
         for batch in service.store.iter_documents(batch_size=2048):
-            service.embed_into(to, encoder, batch)
-    service.swap(encoder, before_switch=lambda: _catch_up(service, encoder, since))
+            service.embed_into(base, encoder, batch)
+    service.swap(encoder, before_switch=lambda: _catch_up(service, encoder, since), adapter=adapter)
     return registry.promote(to, action="rollback")
 
 
 def _retired_at(service: Service, version: str) -> datetime | None:
-    """When `version` last stopped serving (naive UTC), from the registry history."""
+    """When `version` last stopped serving (naive UTC), from the registry history (an adapter on it counts as
+    it still serving, so the earlier hand-over is taken: replaying more is harmless, less would lose writes)."""
     times = [h["at"] for h in service.registry.history() if h["previous"] == version and h["version"] != version]
     if not times:
         return None
@@ -394,11 +414,15 @@ def _retired_at(service: Service, version: str) -> datetime | None:
 
 
 def kept_versions(service: Service) -> list[str]:
-    """Versions a rollback can target: retired ones that kept their weights, and base models (by name)."""
+    """Versions a rollback can target: retired ones that kept their weights, and base models (by name); an
+    adapter only while its base can serve again."""
+    versions = service.registry.versions()
+    servable = {v.version for v in versions if v.kind != "adapter" and (v.status != "pruned" or v.kind == "base")}
     return [
         v.version
-        for v in service.registry.versions()
-        if v.status == "retired" or (v.kind == "base" and v.status == "pruned")
+        for v in versions
+        if (v.status == "retired" or (v.kind == "base" and v.status == "pruned"))
+        and (v.kind != "adapter" or v.parent in servable)
     ]
 
 

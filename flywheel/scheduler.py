@@ -26,7 +26,18 @@ from flywheel.store import utcnow
 
 log = logging.getLogger(__name__)
 
-CYCLE_FIELDS = ("cycle_id", "trigger", "state", "stage", "started_at", "finished_at", "error", "incumbent", "candidate")
+CYCLE_FIELDS = (
+    "cycle_id",
+    "trigger",
+    "state",
+    "stage",
+    "started_at",
+    "finished_at",
+    "error",
+    "incumbent",
+    "candidate",
+    "kind",
+)
 
 
 def new_cycle_id() -> str:
@@ -66,9 +77,16 @@ class CycleRunner:
         )
         return [_record(r) for r in rows]
 
-    def last_window_end(self) -> datetime | None:
-        """End of the event window of the last cycle that got past mining (for "enough new pairs?")."""
-        rows = self.store.query("SELECT max(window_end) FROM cycles WHERE state IN ('promoted', 'rejected')")
+    def last_window_end(self, kind: str | None = None) -> datetime | None:
+        """End of the event window of the last cycle (of `kind`, if given) that got past mining.
+
+        Per kind, so that hourly adapter cycles do not starve a nightly full cycle of "new" pairs.
+        """
+        sql = "SELECT max(window_end) FROM cycles WHERE state IN ('promoted', 'rejected')"
+        if kind is None:
+            rows = self.store.query(sql)
+        else:  # rows from before migration 3 have no kind: they were full cycles
+            rows = self.store.query(sql + " AND coalesce(kind, 'full') = ?", [kind])
         return rows[0][0] if rows else None
 
     def update(self, cycle_id: str, **fields: Any) -> None:
@@ -80,7 +98,7 @@ class CycleRunner:
 
     # --- the lock ---------------------------------------------------------------------------------------
 
-    def _acquire(self, cycle_id: str, trigger: str) -> None:
+    def _acquire(self, cycle_id: str, trigger: str, kind: str = "full") -> None:
         """Take the lock row and record the cycle as queued, in one transaction.
 
         Raises:
@@ -94,8 +112,9 @@ class CycleRunner:
             con.execute("DELETE FROM cycle_lock WHERE id = 1").fetchall()  # stale: its owner process is gone
             con.execute("INSERT INTO cycle_lock VALUES (1, ?, ?, ?, ?)", [cycle_id, self.owner, now, now]).fetchall()
             con.execute(
-                "INSERT INTO cycles (cycle_id, trigger, state, stage, started_at, incumbent) VALUES (?, ?, ?, ?, ?, ?)",
-                [cycle_id, trigger, "queued", None, now, self.service.encoder.version],
+                "INSERT INTO cycles (cycle_id, trigger, state, stage, started_at, incumbent, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [cycle_id, trigger, "queued", None, now, self.service.serving_version, kind],
             ).fetchall()
 
     def _release(self, cycle_id: str) -> None:
@@ -136,33 +155,46 @@ class CycleRunner:
 
     # --- running ----------------------------------------------------------------------------------------
 
-    def start(self, trigger: str = "manual", on_stage: Callable[[str], None] | None = None) -> str:
+    def start(
+        self, trigger: str = "manual", on_stage: Callable[[str], None] | None = None, mode: str | None = None
+    ) -> str:
         """Start a cycle in a background thread.
+
+        Args:
+            trigger: who asked ("api", "cli", "schedule", ...), recorded with the cycle.
+            on_stage: called with each stage's name.
+            mode: "adapter", "full" or "auto"; default settings.cycle_mode.
 
         Returns:
             The cycle id.
 
         Raises:
             Conflict: a cycle is already running.
+            InvalidInput: unknown mode.
         """
+        from flywheel.adapter_cycle import resolve_mode
+
+        kind = resolve_mode(self.service.settings, mode)
         with self._guard:
             if self._thread is not None and self._thread.is_alive():
                 raise Conflict(f"cycle {self.running()} is running; wait for it")
             cycle_id = new_cycle_id()
-            self._acquire(cycle_id, trigger)
+            self._acquire(cycle_id, trigger, kind)
             self._thread = threading.Thread(
-                target=self._run, args=(cycle_id, on_stage), name=f"cycle-{cycle_id}", daemon=True
+                target=self._run, args=(cycle_id, on_stage, kind), name=f"cycle-{cycle_id}", daemon=True
             )
             self._thread.start()
             return cycle_id
 
-    def run(self, trigger: str = "manual", on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    def run(
+        self, trigger: str = "manual", on_stage: Callable[[str], None] | None = None, mode: str | None = None
+    ) -> dict[str, Any]:
         """Run one cycle to the end in the caller's thread (standalone `flywheel retrain`).
 
         Returns:
             The cycle's final record.
         """
-        cycle_id = self.start(trigger, on_stage)
+        cycle_id = self.start(trigger, on_stage, mode)
         self.join()
         return self.get(cycle_id)
 
@@ -171,8 +203,8 @@ class CycleRunner:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _run(self, cycle_id: str, on_stage: Callable[[str], None] | None) -> None:
-        from flywheel.cycle import run_cycle
+    def _run(self, cycle_id: str, on_stage: Callable[[str], None] | None, kind: str = "full") -> None:
+        from flywheel.adapter_cycle import run_any_cycle
 
         def stage(name: str) -> None:
             self.update(cycle_id, state="running", stage=name)
@@ -182,7 +214,7 @@ class CycleRunner:
 
         try:
             self.update(cycle_id, state="running", stage="starting")
-            report = run_cycle(self.service, cycle_id, on_stage=stage)
+            report = run_any_cycle(self.service, cycle_id, on_stage=stage, mode=kind)
             self.update(
                 cycle_id,
                 state=report["decision"],
@@ -200,33 +232,40 @@ class CycleRunner:
 
     # --- the schedule -----------------------------------------------------------------------------------
 
-    def maybe_start(self) -> str | None:
-        """The scheduled job: start a cycle if none runs and at least `min_new_pairs` new pairs arrived."""
+    def maybe_start(self, mode: str | None = None) -> str | None:
+        """The scheduled job: start a cycle of `mode` (default settings.cycle_mode) if none runs and at least
+        `min_new_pairs` new pairs arrived since the last cycle of that kind."""
+        from flywheel.adapter_cycle import resolve_mode
+
         if self._thread is not None and self._thread.is_alive():
             log.info("scheduled cycle skipped: one is running")
             return None
-        fresh = count_new_pairs(self.store, self.last_window_end())
+        kind = resolve_mode(self.service.settings, mode)
+        fresh = count_new_pairs(self.store, self.last_window_end(kind))
         if fresh < self.service.settings.min_new_pairs:
             log.info(
                 "scheduled cycle skipped: %d new pairs < min_new_pairs %d", fresh, self.service.settings.min_new_pairs
             )
             return None
         try:
-            return self.start("schedule")
+            return self.start("schedule", mode=kind)
         except Conflict:
             return None
 
     def start_schedule(self, settings: Settings) -> bool:
-        """Start APScheduler with the interval or cron trigger from settings; False if none is configured."""
-        trigger = make_trigger(settings)
-        if trigger is None:
+        """Start APScheduler with the cycle schedule (kind: cycle_mode) and the adapter schedule from settings;
+        False if neither is configured."""
+        jobs = [(make_trigger(settings), None, "cycle"), (make_trigger(settings, adapter=True), "adapter", "adapter")]
+        jobs = [job for job in jobs if job[0] is not None]
+        if not jobs:
             return False
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self._scheduler = BackgroundScheduler(timezone="UTC")
-        self._scheduler.add_job(self.maybe_start, trigger, id="cycle", max_instances=1, coalesce=True)
+        for trigger, mode, job_id in jobs:
+            self._scheduler.add_job(self.maybe_start, trigger, args=[mode], id=job_id, max_instances=1, coalesce=True)
+            log.info("%s schedule: %s (min_new_pairs=%d)", job_id, trigger, settings.min_new_pairs)
         self._scheduler.start()
-        log.info("cycle schedule: %s (min_new_pairs=%d)", trigger, settings.min_new_pairs)
         return True
 
     def shutdown(self, wait: float = 0) -> None:
@@ -238,16 +277,19 @@ class CycleRunner:
             self.join(wait)
 
 
-def make_trigger(settings: Settings) -> Any:
-    """The APScheduler trigger for `cycle_cron` or `cycle_interval_minutes` (cron wins), or None."""
-    if settings.cycle_cron:
+def make_trigger(settings: Settings, adapter: bool = False) -> Any:
+    """The APScheduler trigger for `cycle_cron` or `cycle_interval_minutes` (cron wins), or None; with
+    `adapter`, the same for `adapter_cycle_cron` / `adapter_cycle_interval_minutes`."""
+    prefix = "adapter_cycle" if adapter else "cycle"
+    cron, minutes = getattr(settings, f"{prefix}_cron"), getattr(settings, f"{prefix}_interval_minutes")
+    if cron:
         from apscheduler.triggers.cron import CronTrigger
 
-        return CronTrigger.from_crontab(settings.cycle_cron, timezone="UTC")
-    if settings.cycle_interval_minutes:
+        return CronTrigger.from_crontab(cron, timezone="UTC")
+    if minutes:
         from apscheduler.triggers.interval import IntervalTrigger
 
-        return IntervalTrigger(minutes=settings.cycle_interval_minutes, timezone="UTC")
+        return IntervalTrigger(minutes=minutes, timezone="UTC")
     return None
 
 

@@ -80,6 +80,13 @@ class CycleOut(BaseModel):
     error: str | None
     incumbent: str | None
     candidate: str | None
+    kind: str | None = Field(None, description="'adapter' or 'full'")
+
+
+class CycleIn(_Strict):
+    mode: Literal["adapter", "full", "auto"] | None = Field(
+        None, description="kind of cycle; default: the cycle_mode setting ('auto': full with CUDA, else adapter)"
+    )
 
 
 class CycleStarted(BaseModel):

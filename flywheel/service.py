@@ -1,9 +1,12 @@
 """The serving core: store + index + registry + the live encoder, with atomic swaps.
 
-The API and the CLI are thin layers over `Service`. One lock (`_serving`) ties the encoder to the collection
-the alias points at: a search encodes with a snapshot of the encoder, then, under the lock, checks that the
-encoder is still current before it queries the alias; a swap changes alias and encoder together under the
-same lock. So no answer ever mixes two model versions.
+The API and the CLI are thin layers over `Service`. One lock (`_serving`) ties the encoder (and the query
+adapter, if one serves) to the collection the alias points at: a search encodes with a snapshot of both,
+then, under the lock, checks that both are still current before it queries the alias; a swap changes alias,
+encoder and adapter together under the same lock. So no answer ever mixes two model versions.
+
+With an adapter incumbent, `encoder` is its base version's encoder (documents and the collection stay the
+base's) and `adapter` maps the base's query vectors; the version that answers is the adapter's.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from datetime import datetime
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from flywheel.adapter import QueryAdapter
 from flywheel.config import Settings
 from flywheel.encoder import Encoder, load_model
 from flywheel.errors import NotFound
@@ -57,6 +61,7 @@ class Service:
         self.registry = registry
         self._serving = threading.RLock()
         self._encoder: Encoder | None = None
+        self._adapter: QueryAdapter | None = None
 
     @classmethod
     def open(cls, settings: Settings, progress: bool = False) -> Service:
@@ -99,10 +104,36 @@ class Service:
             raise NotFound("no model is loaded yet")
         return self._encoder
 
+    @property
+    def adapter(self) -> QueryAdapter | None:
+        """The query adapter that serves now, or None when the encoder's own query vectors are used."""
+        return self._adapter
+
+    @property
+    def serving_version(self) -> str:
+        """The version that answers searches: the adapter's when one serves, else the encoder's."""
+        adapter = self._adapter
+        return adapter.version if adapter is not None else self.encoder.version
+
     def load_encoder(self, entry: ModelVersion) -> Encoder:
         """Load a registry version as an Encoder (not yet serving)."""
         model = load_model(entry.load_path, self.settings.device)
         return Encoder(entry.version, model, self.settings.encode_batch_size)
+
+    def load_serving(self, entry: ModelVersion) -> tuple[Encoder, QueryAdapter | None]:
+        """Load what serving a version needs: (encoder, None) for a model, (its base's encoder, adapter) for an
+        adapter; the live encoder is reused when it is that base."""
+        current = self._encoder
+        if entry.kind != "adapter":
+            if current is not None and current.version == entry.version:
+                return current, None
+            return self.load_encoder(entry), None
+        if entry.parent is None:
+            raise NotFound(f"adapter {entry.version} names no base version")
+        adapter = QueryAdapter.load(entry.path, entry.version, entry.parent)
+        if current is not None and current.version == entry.parent:
+            return current, adapter
+        return self.load_encoder(self.registry.get(entry.parent)), adapter
 
     def reconcile(self, progress: bool = False) -> None:
         """Make alias, collection and encoder agree with the registry's incumbent and the DuckDB corpus.
@@ -110,6 +141,7 @@ class Service:
         Creates the base version on first start, (re)builds a missing collection, repairs a collection whose
         points differ from the documents (e.g. after a crash between the two writes), and points the alias.
         """
+        adapter = None
         try:
             entry = self.registry.incumbent()
         except NotFound:
@@ -117,15 +149,16 @@ class Service:
             entry = self.registry.ensure_base(self.settings.base_model, int(model.get_embedding_dimension()))
             encoder = Encoder(entry.version, model, self.settings.encode_batch_size)
         else:
-            encoder = self.load_encoder(entry)
+            encoder, adapter = self.load_serving(entry)
         with self._serving:
-            if not self.index.exists(entry.version):
-                self.index.create(entry.version, encoder.dimension)
-            self._repair(entry.version, encoder, progress)
-            if self.index.serving_version() != entry.version:
-                log.info("pointing alias %r at %s", self.index.alias, self.index.collection(entry.version))
-                self.index.point_alias(entry.version)
+            if not self.index.exists(encoder.version):
+                self.index.create(encoder.version, encoder.dimension)
+            self._repair(encoder.version, encoder, progress)
+            if self.index.serving_version() != encoder.version:
+                log.info("pointing alias %r at %s", self.index.alias, self.index.collection(encoder.version))
+                self.index.point_alias(encoder.version)
             self._encoder = encoder
+            self._adapter = adapter
 
     def _repair(self, version: str, encoder: Encoder, progress: bool) -> None:
         """Embed documents missing from the collection and drop points with no document."""
@@ -160,43 +193,53 @@ class Service:
             if bar is not None:
                 bar.stop()
 
-    def swap(self, encoder: Encoder, before_switch: object | None = None) -> None:
-        """Switch alias and encoder to `encoder.version` in one step under the serving lock.
+    def swap(self, encoder: Encoder, before_switch: object | None = None, adapter: QueryAdapter | None = None) -> None:
+        """Switch alias, encoder and query adapter in one step under the serving lock.
 
         Args:
-            encoder: the new version's encoder; its collection must be complete.
+            encoder: the new version's encoder (an adapter's base); its collection must be complete.
             before_switch: optional callable run under the lock just before the switch (final catch-up),
                 while no document write or search can interleave.
+            adapter: the query adapter to serve on top of `encoder`; None serves the encoder alone (so a full
+                promotion starts clean).
         """
+        if adapter is not None and adapter.parent != encoder.version:
+            raise ValueError(f"adapter {adapter.version} belongs to {adapter.parent}, not {encoder.version}")
         with self._serving:
             if callable(before_switch):
                 before_switch()
-            self.index.point_alias(encoder.version)
+            if self.index.serving_version() != encoder.version:
+                self.index.point_alias(encoder.version)
             self._encoder = encoder
+            self._adapter = adapter
 
     # --- requests ---------------------------------------------------------------------------------------
 
     def search(self, query: str, k: int, user_id: str | None = None, session_id: str | None = None) -> SearchResult:
         """Encode, search through the alias, and log the search and its impressions before answering."""
         while True:
-            encoder = self.encoder
+            encoder, adapter = self.encoder, self._adapter
             vector = encoder.encode([query])[0]
+            query_vector = adapter.apply(vector) if adapter is not None else vector
             with self._serving:
-                if encoder is not self._encoder:
+                if encoder is not self._encoder or adapter is not self._adapter:
                     continue  # a swap happened while encoding: encode again with the new model
-                hits = self.index.search(vector, k)
+                hits = self.index.search(query_vector, k)
             break
         search_id = uuid.uuid4().hex
+        version = adapter.version if adapter is not None else encoder.version
         self.store.log_search(
             search_id,
             query,
             k,
-            encoder.version,
+            version,
             [Impression(rank, h.doc_id, h.score) for rank, h in enumerate(hits, start=1)],
             user_id=user_id,
             session_id=session_id,
+            query_vector=vector,  # the base's vector, before the adapter: what adapter cycles train on
+            vector_version=encoder.version,
         )
-        return SearchResult(search_id, encoder.version, hits)
+        return SearchResult(search_id, version, hits)
 
     def upsert_documents(self, docs: list[Document]) -> int:
         """Store documents in DuckDB and the serving collection; both or neither (a Qdrant error rolls back).
@@ -232,7 +275,7 @@ class Service:
 
     def health(self) -> dict[str, object]:
         """Liveness plus what serves now."""
-        return {"status": "ok", "model_version": self.encoder.version, "documents": self.store.count_documents()}
+        return {"status": "ok", "model_version": self.serving_version, "documents": self.store.count_documents()}
 
     def mark(self) -> datetime:
         """A point in time that no document write straddles: writes take the serving lock, so every write

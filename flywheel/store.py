@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from flywheel.errors import InvalidInput, NotFound, StoreLocked
@@ -55,6 +56,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             id INTEGER PRIMARY KEY, cycle_id VARCHAR NOT NULL, owner VARCHAR NOT NULL,
             acquired_at TIMESTAMP NOT NULL, heartbeat_at TIMESTAMP NOT NULL);
         CREATE INDEX events_received ON events (received_at);
+        """,
+    ),
+    (
+        3,
+        "query vectors with each search; the kind of each cycle",
+        # The base model's query vector (float16 bytes, 768 B at 384 dims) and the base version that made it,
+        # so adapter cycles train on vectors the serving path already computed. NULL for older rows.
+        """
+        ALTER TABLE searches ADD COLUMN query_vector BLOB;
+        ALTER TABLE searches ADD COLUMN vector_version VARCHAR;
+        ALTER TABLE cycles ADD COLUMN kind VARCHAR;
         """,
     ),
 ]
@@ -258,14 +270,23 @@ class Store:
         impressions: list[Impression],
         user_id: str | None = None,
         session_id: str | None = None,
+        query_vector: np.ndarray | None = None,
+        vector_version: str | None = None,
     ) -> None:
-        """Record one search and the hits it showed, in one transaction."""
+        """Record one search and the hits it showed, in one transaction.
+
+        Args:
+            query_vector: the base model's query vector (before any adapter), kept as float16 for adapter cycles.
+            vector_version: the base version that computed `query_vector`.
+        """
         now = utcnow()
+        blob = encode_vector(query_vector) if query_vector is not None else None
         with self.transaction() as con:
             _x(
                 con,
-                "INSERT INTO searches VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [search_id, now, query, k, model_version, user_id, session_id],
+                "INSERT INTO searches (search_id, ts, query, k, model_version, user_id, session_id, query_vector, "
+                "vector_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [search_id, now, query, k, model_version, user_id, session_id, blob, vector_version],
             )
             if impressions:
                 table = pa.table(
@@ -281,6 +302,23 @@ class Store:
                     _x(con, "INSERT INTO impressions SELECT * FROM _imp_batch")
                 finally:
                     con.unregister("_imp_batch")
+
+    def query_vectors(self, vector_version: str, queries: set[str] | None = None) -> dict[str, np.ndarray]:
+        """The logged query vectors that `vector_version` computed, by query text (latest search wins).
+
+        Args:
+            vector_version: the base version whose vectors are wanted (others are not comparable).
+            queries: only these texts (default: all).
+
+        Returns:
+            Query text -> float32 vector.
+        """
+        rows = self.query(
+            "SELECT query, arg_max(query_vector, ts) FROM searches "
+            "WHERE vector_version = ? AND query_vector IS NOT NULL GROUP BY query",
+            [vector_version],
+        )
+        return {q: decode_vector(blob) for q, blob in rows if queries is None or q in queries}
 
     def add_events(self, events: list[Event]) -> tuple[int, int]:
         """Validate and store a batch of feedback events atomically; duplicates by event_id are skipped.
@@ -350,6 +388,16 @@ class Store:
             "(SELECT count(*) FROM impressions), (SELECT count(*) FROM events)"
         )[0]
         return dict(zip(("documents", "searches", "impressions", "events"), map(int, row), strict=True))
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    """A vector as compact float16 bytes (cosine changes by < 1e-3, far below what training notices)."""
+    return np.asarray(vector, dtype=np.float16).tobytes()
+
+
+def decode_vector(blob: bytes) -> np.ndarray:
+    """The float32 vector of `encode_vector`'s bytes."""
+    return np.frombuffer(blob, dtype=np.float16).astype(np.float32)
 
 
 def _describe_bad_events(bad: list[tuple[Any, ...]]) -> str:

@@ -1,0 +1,436 @@
+"""The adapter cycle: mine → split → read cached vectors → train a query adapter → evaluate → gate → switch.
+
+The same mining, held-out split, metrics, gate and report as the full cycle (`flywheel.cycle`), but nothing
+is fine-tuned and nothing is re-embedded: query vectors come from the search log (`searches.query_vector`,
+written by the serving path), document vectors from the base version's Qdrant collection. Only queries
+logged without a vector (before migration 3, or under another base) are encoded, and counted in the report.
+Promotion switches the query transform under the serving lock; the alias stays on the base collection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flywheel.adapter import AdaptedQueries, AdapterConfig, QueryAdapter, normalise, train_adapter
+from flywheel.datasets import LabelledPair, load_labelled_pairs
+from flywheel.encoder import Encoder, resolve_device
+from flywheel.errors import InvalidInput
+from flywheel.evaluate import pair_error, paired_bootstrap, retrieval_scores, split_calibration
+from flywheel.gate import budget_check, decide, error_checks, golden_check, retrieval_check
+from flywheel.pairs import Pair, mine_pairs, write_snapshot
+from flywheel.registry import ModelVersion, now_iso
+from flywheel.report import write_report
+from flywheel.service import Service
+from flywheel.split import labelled, split_by_group
+
+log = logging.getLogger(__name__)
+
+K = 10
+
+
+def resolve_mode(settings: Any, mode: str | None = None) -> str:
+    """The kind of cycle to run: "adapter" or "full" ("auto": full when CUDA is present, else adapter)."""
+    mode = mode or settings.cycle_mode
+    if mode == "auto":
+        return "full" if resolve_device(settings.device).startswith("cuda") else "adapter"
+    if mode not in ("adapter", "full"):
+        raise InvalidInput(f"unknown cycle mode {mode!r}: use 'adapter', 'full' or 'auto'")
+    return mode
+
+
+def run_any_cycle(
+    service: Service, cycle_id: str, on_stage: Callable[[str], None] = lambda _: None, mode: str | None = None
+) -> dict[str, Any]:
+    """Run one cycle of the kind `mode` (default: settings.cycle_mode) and return its report."""
+    if resolve_mode(service.settings, mode) == "adapter":
+        return run_adapter_cycle(service, cycle_id, on_stage)
+    from flywheel.cycle import run_cycle
+
+    return run_cycle(service, cycle_id, on_stage)
+
+
+def adapter_config(settings: Any) -> AdapterConfig:
+    """The AdapterConfig a cycle uses, from settings (unset values keep the measured defaults)."""
+    config = AdapterConfig(seed=settings.seed)
+    for name in ("loss", "epochs", "learning_rate"):
+        value = getattr(settings, f"adapter_{name}")
+        if value is not None:
+            setattr(config, name, value)
+    return config
+
+
+@dataclass
+class CachedVectors:
+    """Base-model vectors of one base version: queries by text, documents by id, and what had to be encoded."""
+
+    base: str
+    queries: dict[str, np.ndarray]
+    doc_ids: list[str]
+    docs: np.ndarray
+    doc_row: dict[str, int] = field(default_factory=dict)
+    logged_queries: int = 0
+    encoded_queries: int = 0
+    encoded_documents: int = 0
+
+    def query_matrix(self, texts: list[str]) -> np.ndarray:
+        """Vectors of these query texts (all must be cached)."""
+        return np.stack([self.queries[t] for t in texts]) if texts else np.zeros((0, self.docs.shape[1]), np.float32)
+
+
+def gather_vectors(service: Service, encoder: Encoder, pairs: list[Pair]) -> CachedVectors:
+    """Logged query vectors and the base collection's document vectors; encode only what is missing.
+
+    Args:
+        service: the open Service.
+        encoder: the base encoder (its version names the vectors and the collection).
+        pairs: the mined pairs whose queries and documents are needed.
+    """
+    texts = {p.query for p in pairs}
+    queries = service.store.query_vectors(encoder.version, texts)
+    logged = len(queries)
+    missing = sorted(texts - queries.keys())
+    if missing:
+        log.info("%d queries have no logged %s vector; encoding them", len(missing), encoder.version)
+        queries.update(zip(missing, encoder.encode(missing), strict=True))
+    ids: list[str] = []
+    chunks: list[np.ndarray] = []
+    for batch_ids, vectors in service.index.scroll_vectors(encoder.version, batch_size=4096):
+        ids.extend(batch_ids)
+        chunks.append(vectors)
+    row = {doc_id: i for i, doc_id in enumerate(ids)}
+    absent = {p.doc_id: p.doc_text for p in pairs if p.doc_id not in row}
+    if absent:  # only if the collection lags the store (it is repaired at start-up)
+        ids.extend(absent)
+        chunks.append(encoder.encode(list(absent.values())))
+        row = {doc_id: i for i, doc_id in enumerate(ids)}
+    docs = normalise(np.concatenate(chunks)) if chunks else np.zeros((0, encoder.dimension), np.float32)
+    return CachedVectors(encoder.version, queries, ids, docs, row, logged, len(missing), len(absent))
+
+
+def training_arrays(rows: list[Pair], cache: CachedVectors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query matrix, examples (q, clicked, skipped or -1), pairs (q, doc, label)) for `train_adapter`.
+
+    Each clicked document of a query group is one example; the group's skipped documents take turns as
+    its hard negative.
+    """
+    texts = sorted({r.query for r in rows})
+    q_row = {t: i for i, t in enumerate(texts)}
+    positives: dict[str, list[int]] = {}
+    negatives: dict[str, list[int]] = {}
+    pairs = []
+    for r in rows:
+        d = cache.doc_row[r.doc_id]
+        pairs.append((q_row[r.query], d, r.label))
+        (positives if r.label else negatives).setdefault(r.query, []).append(d)
+    examples = []
+    for query, docs in positives.items():
+        negs = negatives.get(query, [])
+        for i, d in enumerate(docs):
+            examples.append((q_row[query], d, negs[i % len(negs)] if negs else -1))
+    as_array = lambda x: np.asarray(x, dtype=np.int64).reshape(-1, 3)  # noqa: E731
+    return cache.query_matrix(texts), as_array(examples), as_array(pairs)
+
+
+def compare_scored(
+    pairs: list[LabelledPair], incumbent: np.ndarray, candidate: np.ndarray, seed: int, n_boot: int = 1000
+) -> dict[str, Any] | None:
+    """`compare_pair_error` on precomputed cosines (query-side adapters score queries and documents apart).
+
+    Same split (half calibration, grouped by query), same logistic threshold and paired bootstrap; None when
+    the pairs cannot support a threshold fit (too few, or one class only).
+    """
+    labels = np.array([p.label for p in pairs], dtype=int)
+    if len(pairs) < 4 or set(labels.tolist()) != {0, 1}:
+        return None
+    try:
+        cal, test = split_calibration(pairs, 0.5, seed)
+        inc, cand = (
+            pair_error(scores[cal], labels[cal], scores[test], labels[test], n_boot, seed)
+            for scores in (incumbent, candidate)
+        )
+    except InvalidInput as exc:
+        log.warning("pair error not measurable: %s", exc)
+        return None
+    delta, lo, hi = paired_bootstrap(inc.errors, cand.errors, n_boot, seed)
+    return {
+        "incumbent": inc.to_dict(),
+        "candidate": cand.to_dict(),
+        "delta_error": delta,
+        "delta_ci95": [lo, hi],
+        "relative_error_reduction": 1 - cand.error_rate / inc.error_rate if inc.error_rate else None,
+        "n_test": int(test.size),
+        "n_calibration": int(cal.size),
+    }
+
+
+def adapted_pair_error(
+    encoder: Encoder, adapter: QueryAdapter | None, challenger: Any, pairs: list[LabelledPair], seed: int
+) -> dict[str, Any] | None:
+    """Pair error of (encoder + query adapter) against a full challenger model on labelled text pairs."""
+    if not pairs:
+        return None
+    from flywheel.evaluate import cosine_scores
+
+    queries = AdaptedQueries(encoder.version, encoder.encode, adapter).encode([p.query for p in pairs])
+    docs = normalise(encoder.encode([p.document for p in pairs]))
+    return compare_scored(pairs, (queries * docs).sum(1), cosine_scores(challenger, pairs), seed)
+
+
+def run_adapter_cycle(
+    service: Service, cycle_id: str, on_stage: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
+    """Run one adapter cycle on an open Service and write its report; never raises for a failed cycle.
+
+    Args:
+        service: the open Service (owner of the data dir).
+        cycle_id: the id the report is filed under.
+        on_stage: called with each stage's name.
+
+    Returns:
+        The report (kind "adapter"), with `decision` one of "promoted", "rejected", "failed".
+    """
+    from flywheel.cycle import _discard, _summary, prune
+
+    settings = service.settings
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    encoder, current = service.encoder, service.adapter
+    report: dict[str, Any] = {
+        "cycle_id": cycle_id,
+        "created_at": now_iso(),
+        "kind": "adapter",
+        "base": encoder.version,
+        "incumbent": service.serving_version,
+        "candidate": None,
+        "serving_after": service.serving_version,
+        "metrics": {},
+        "checks": [],
+        "examples": [],
+        "training": None,
+        "error": None,
+    }
+
+    def timed(name: str) -> Callable[[], None]:
+        on_stage(name)
+        t0 = time.monotonic()
+        return lambda: timings.__setitem__(name, round(time.monotonic() - t0, 3))
+
+    try:
+        done = timed("mine")
+        mined = mine_pairs(
+            service.store,
+            window_days=settings.window_days,
+            max_pairs_per_query=settings.max_pairs_per_query,
+            group_threshold=settings.query_group_threshold,
+            encoder=encoder if settings.query_group_threshold else None,
+        )
+        report["window"] = {
+            "start": mined.window_start.isoformat() if mined.window_start else None,
+            "end": mined.window_end.isoformat(),
+        }
+        train_rows, heldout_rows = split_by_group(mined.pairs, lambda p: p.group, settings.heldout_percent)
+        write_snapshot(mined, settings.cycles_dir / cycle_id / "pairs.parquet")
+        done()
+
+        done = timed("vectors")
+        cache = gather_vectors(service, encoder, mined.pairs)
+        queries, examples, pairs = training_arrays(train_rows, cache)
+        report["counts"] = {
+            **mined.counts,
+            "train_pairs": len(train_rows),
+            "heldout_pairs": len(heldout_rows),
+            "heldout_queries": len({p.group for p in heldout_rows}),
+            "train_examples": len(examples),
+            "logged_query_vectors": cache.logged_queries,
+            "encoded_queries": cache.encoded_queries,
+            "encoded_documents": cache.encoded_documents,
+            "document_vectors_read": len(cache.doc_ids) - cache.encoded_documents,
+        }
+        done()
+        if not len(examples):
+            raise InvalidInput("no training example: no training-side query has a clicked document yet")
+
+        done = timed("train")
+        version, folder = service.registry.allocate()
+        report["candidate"] = version
+        result = train_adapter(queries, cache.docs, examples, pairs, adapter_config(settings))
+        candidate = QueryAdapter(version, encoder.version, result.weight, result.bias)
+        candidate.save(folder)
+        service.registry.save(
+            ModelVersion(
+                version=version,
+                kind="adapter",
+                base_model=service.registry.get(encoder.version).base_model,
+                created_at=now_iso(),
+                dimension=candidate.dimension,
+                parent=encoder.version,
+                made_by={
+                    "how": "query-side linear adapter trained on logged vectors of mined feedback pairs",
+                    "cycle_id": cycle_id,
+                    "base_version": encoder.version,
+                    "replaces": service.serving_version,
+                    "window": report["window"],
+                    "pairs": len(train_rows),
+                    "examples": len(examples),
+                    "hyperparameters": result.hyperparameters,
+                    "device": "cpu",
+                    "duration_s": result.duration_s,
+                    "weights": "adapter.safetensors (weight: dim x dim, bias: dim); y = normalise(W x + b)",
+                },
+            )
+        )
+        report["training"] = result.to_dict()
+        done()
+
+        done = timed("evaluate")
+        inc_side = AdaptedQueries(encoder.version, cache.query_matrix, current)
+        cand_side = AdaptedQueries(encoder.version, cache.query_matrix, candidate)
+        heldout = labelled(heldout_rows)
+        doc_vectors = cache.docs[[cache.doc_row[p.doc_id] for p in heldout_rows]] if heldout_rows else None
+        scores = [
+            (side.encode([p.query for p in heldout_rows]) * doc_vectors).sum(1) if heldout_rows else np.zeros(0)
+            for side in (inc_side, cand_side)
+        ]
+        report["metrics"]["pair_error"] = compare_scored(heldout, *scores, settings.seed)
+        checks = error_checks(report["metrics"]["pair_error"], len(heldout), settings)
+        if settings.golden_pairs:
+            golden = load_labelled_pairs(settings.golden_pairs)
+            report["metrics"]["golden"] = _golden(encoder, current, candidate, golden, settings.seed)
+            checks.append(golden_check(report["metrics"]["golden"], settings))
+        retrieval, changed = _retrieval(service, cache, inc_side, cand_side, heldout_rows, settings.seed)
+        report["metrics"]["retrieval"] = retrieval
+        report["examples"] = changed
+        checks.append(retrieval_check(retrieval, settings))
+        done()
+
+        checks.append(budget_check(time.monotonic() - started, settings))
+        decision = decide(checks)
+        report["checks"] = decision.to_dict()["checks"]
+        report["reasons"] = decision.reasons
+        if decision.promote:
+            done = timed("swap")
+            service.swap(encoder, adapter=candidate)  # same encoder and collection: only the query transform
+            service.registry.mark(version, "candidate", _summary(report))
+            service.registry.promote(version)
+            report["serving_after"] = version
+            report["decision"] = "promoted"
+            done()
+            prune(service)
+        else:
+            report["decision"] = "rejected"
+            _discard(service, version, status="rejected", metrics=_summary(report))
+    except Exception as exc:
+        log.exception("adapter cycle %s failed", cycle_id)
+        serving = service.serving_version
+        report["error"] = str(exc) if isinstance(exc, InvalidInput) else f"{exc}\n{traceback.format_exc()}"
+        if report.get("candidate") and serving == report["candidate"]:
+            report["decision"] = "promoted"  # the switch happened before the failure: keep what serves
+            report["serving_after"] = serving
+            if service.registry.incumbent().version != serving:
+                service.registry.promote(serving)
+        else:
+            report["decision"] = "rejected" if isinstance(exc, InvalidInput) else "failed"
+            report.setdefault("reasons", [str(exc)])
+            if report.get("candidate"):
+                _discard(service, report["candidate"], status="failed", metrics={"error": str(exc)[:500]})
+    report["timings"] = timings
+    report["duration_s"] = round(time.monotonic() - started, 3)
+    write_report(settings.reports_dir, report)
+    return report
+
+
+def _golden(
+    encoder: Encoder, current: QueryAdapter | None, candidate: QueryAdapter, golden: list[LabelledPair], seed: int
+) -> dict[str, Any] | None:
+    """Pair error of incumbent and candidate adapters on the user's golden pairs (their texts are encoded)."""
+    texts = sorted({p.query for p in golden} | {p.document for p in golden})
+    vectors = dict(zip(texts, normalise(encoder.encode(texts)), strict=True))
+    q = np.stack([vectors[p.query] for p in golden])
+    d = np.stack([vectors[p.document] for p in golden])
+    scores = [(a.apply(q) if a is not None else q) * d for a in (current, candidate)]
+    return compare_scored(golden, scores[0].sum(1), scores[1].sum(1), seed)
+
+
+def _retrieval(
+    service: Service,
+    cache: CachedVectors,
+    incumbent: AdaptedQueries,
+    candidate: AdaptedQueries,
+    heldout_rows: list[Pair],
+    seed: int,
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """nDCG/MRR/Recall@10 over the whole base collection for held-out queries, with paired CIs, and up to 8
+    queries whose top 3 changed (the same numbers as the full cycle's, from cached vectors)."""
+    queries = {p.group: p.query for p in heldout_rows if p.label == 1}
+    relevant: dict[str, set[str]] = {}
+    for p in heldout_rows:
+        if p.label == 1:
+            relevant.setdefault(p.group, set()).add(p.doc_id)
+    if not queries or not cache.doc_ids:
+        return None, []
+    corpus = dict.fromkeys(cache.doc_ids, "")  # only the ids are used: vectors come from the collection
+    scores = {
+        name: retrieval_scores(side, queries, corpus, relevant, K, cache.docs)
+        for name, side in (("incumbent", incumbent), ("candidate", candidate))
+    }
+    metrics = (f"ndcg@{K}", f"mrr@{K}", f"recall@{K}")
+    out: dict[str, Any] = {"n_queries": int(scores["incumbent"]["query_ids"].size), "delta": {}}
+    for name in ("incumbent", "candidate"):
+        out[name] = {m: float(scores[name][m].mean()) for m in metrics}
+    for m in metrics:
+        mean, lo, hi = paired_bootstrap(scores["incumbent"][m], scores["candidate"][m], seed=seed)
+        out["delta"][m] = {"mean": mean, "ci95": [lo, hi]}
+        out[m] = {"incumbent": out["incumbent"][m], "candidate": out["candidate"][m], "delta": mean, "ci95": [lo, hi]}
+    return out, _changed(service, cache, incumbent, candidate, queries, relevant)
+
+
+def _changed(
+    service: Service,
+    cache: CachedVectors,
+    incumbent: AdaptedQueries,
+    candidate: AdaptedQueries,
+    queries: dict[str, str],
+    relevant: dict[str, set[str]],
+) -> list[dict[str, Any]]:
+    """Up to 8 held-out queries whose top 3 changed, before and after, for the reviewer."""
+    items = list(queries.items())[:200]
+    texts = [q for _, q in items]
+    tops = [np.argsort(-(side.encode(texts) @ cache.docs.T), axis=1)[:, :3] for side in (incumbent, candidate)]
+    changed = [i for i in range(len(items)) if list(tops[0][i]) != list(tops[1][i])][:8]
+    needed = sorted({cache.doc_ids[j] for i in changed for top in tops for j in top[i]})
+    text = {}
+    if needed:
+        marks = ", ".join("?" * len(needed))
+        text = dict(service.store.query(f"SELECT id, text FROM documents WHERE id IN ({marks})", needed))
+
+    def hits(row: np.ndarray) -> list[dict[str, str]]:
+        return [{"doc_id": cache.doc_ids[j], "text": text.get(cache.doc_ids[j], "")} for j in row]
+
+    return [
+        {
+            "query": items[i][1],
+            "relevant": sorted(relevant[items[i][0]]),
+            "before": hits(tops[0][i]),
+            "after": hits(tops[1][i]),
+        }
+        for i in changed
+    ]
+
+
+__all__ = [
+    "CachedVectors",
+    "adapted_pair_error",
+    "adapter_config",
+    "compare_scored",
+    "gather_vectors",
+    "resolve_mode",
+    "run_adapter_cycle",
+    "run_any_cycle",
+]

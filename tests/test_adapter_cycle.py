@@ -1,0 +1,173 @@
+"""Adapter cycles through HTTP: promotion, rollback, restart, a full promotion on top, and atomic swaps."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from flywheel.adapter import QueryAdapter
+from flywheel.api import create_app
+from flywheel.config import Settings
+from flywheel.registry import ModelVersion, now_iso
+from flywheel.scheduler import CycleRunner
+from tests.conftest import world_documents
+from tests.test_cycle import simulate_users, wait_for
+
+
+@pytest.fixture
+def adapter_settings(tmp_path: Path, tiny_model_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        base_model=str(tiny_model_path),
+        device="cpu",  # cycle_mode "auto" -> adapter
+        min_heldout_pairs=10,
+        heldout_percent=25,
+        keep_versions=2,
+        adapter_epochs=100,
+        adapter_learning_rate=1e-2,
+        # for the full cycle on top (tiny model):
+        train_learning_rate=2e-3,
+        train_epochs=4,
+        train_batch_size=16,
+    )
+
+
+@pytest.mark.slow
+def test_adapter_promotion_rollback_restart_and_full_on_top(adapter_settings: Settings) -> None:
+    settings = adapter_settings
+    with TestClient(create_app(settings)) as api:
+        api.post("/documents", json={"documents": world_documents()})
+        assert simulate_users(api) > 100
+        cycle_id = api.post("/cycles").json()["cycle_id"]  # no body: the default mode
+        record = wait_for(api, cycle_id)
+        report = api.get(f"/reports/{cycle_id}").json()
+        assert record["kind"] == "adapter" and report["kind"] == "adapter"
+        assert record["state"] == "promoted", report.get("reasons")
+        assert report["counts"]["encoded_documents"] == 0 and report["counts"]["encoded_queries"] == 0
+        assert report["counts"]["document_vectors_read"] == len(world_documents())
+        assert "reembed" not in report["timings"] and {"vectors", "train", "evaluate", "swap"} <= set(report["timings"])
+        pair = report["metrics"]["pair_error"]
+        assert pair["candidate"]["error_rate"] < pair["incumbent"]["error_rate"]
+        assert report["metrics"]["retrieval"]["ndcg@10"]["candidate"] > 0
+
+        service = api.app.state.service
+        assert api.get("/healthz").json()["model_version"] == "v2"
+        assert api.post("/search", json={"query": "good guitar tips"}).json()["model_version"] == "v2"
+        assert service.index.serving_version() == "v1" and service.encoder.version == "v1"  # no re-index
+        models = api.get("/models").json()
+        assert models["incumbent"]["kind"] == "adapter" and models["incumbent"]["parent"] == "v1"
+        assert models["serving"] == "v2" and models["incumbent"]["made_by"]["cycle_id"] == cycle_id
+        assert (settings.models_dir / "v2" / "adapter.safetensors").exists()
+        assert not service.index.exists("v2")
+
+        assert api.post("/models/rollback", json={}).json() == {"model_version": "v1", "previous": "v2"}
+        assert service.adapter is None
+        assert api.post("/search", json={"query": "good guitar tips"}).json()["model_version"] == "v1"
+        assert api.post("/models/rollback", json={"to": "v2"}).json()["model_version"] == "v2"
+
+    # A restart restores the adapter incumbent on its base collection.
+    with TestClient(create_app(settings)) as api:
+        service = api.app.state.service
+        assert api.get("/healthz").json()["model_version"] == "v2"
+        assert service.adapter is not None and service.adapter.version == "v2" and service.encoder.version == "v1"
+
+        # A full cycle on top: a new base, its own collection, no adapter any more.
+        # The gate compares against what serves (base + adapter); the tiny model's full fine-tune need not beat it.
+        lenient = settings.model_copy(update={"require_significant": False, "min_improvement": 0.0, "max_ndcg_drop": 1})
+        service.settings = lenient
+        cycle_id = api.post("/cycles", json={"mode": "full"}).json()["cycle_id"]
+        record = wait_for(api, cycle_id)
+        report = api.get(f"/reports/{cycle_id}").json()
+        assert record["kind"] == "full" and report["kind"] == "full" and report["incumbent"] == "v2"
+        assert record["state"] == "promoted", report.get("reasons")
+        assert service.adapter is None and service.encoder.version == "v3"
+        assert service.index.serving_version() == "v3"
+        assert api.post("/search", json={"query": "good guitar tips"}).json()["model_version"] == "v3"
+        assert api.get("/models").json()["incumbent"]["parent"] == "v1"
+
+        # Adapters then train on the new base's vectors: searches logged under v3 carry v3 vectors.
+        simulate_users(api, rounds=1)
+        service.settings = settings
+        cycle_id = api.post("/cycles", json={"mode": "adapter"}).json()["cycle_id"]
+        wait_for(api, cycle_id)
+        report = api.get(f"/reports/{cycle_id}").json()
+        assert report["base"] == "v3" and report["counts"]["encoded_documents"] == 0
+        assert report["counts"]["logged_query_vectors"] > 0
+        # Queries asked only under v1 have no v3 vector: encoded once, and counted.
+        assert report["counts"]["encoded_queries"] >= 0
+        assert service.registry.get(report["candidate"]).parent == "v3"
+        assert api.post("/cycles", json={"mode": "sideways"}).status_code == 422
+
+
+def test_searches_during_adapter_swaps_never_mix_versions(settings: Settings) -> None:
+    """HTTP searches run while the query transform flips between base and two adapters many times; every
+    answer equals what its named version returns on its own."""
+    with TestClient(create_app(settings)) as api:
+        api.post("/documents", json={"documents": world_documents()})
+        service = api.app.state.service
+        dim = service.encoder.dimension
+        adapters = {}
+        for seed, version in ((1, "v2"), (2, "v3")):
+            rotation, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(dim, dim)))
+            adapter = QueryAdapter(version, "v1", rotation.astype(np.float32), np.zeros(dim, np.float32))
+            _, folder = service.registry.allocate()
+            adapter.save(folder)
+            service.registry.save(ModelVersion(version, "adapter", "", now_iso(), dim, parent="v1"))
+            adapters[version] = adapter
+        query = "good guitar tips"
+        base_vector = service.encoder.encode([query])[0]
+        expected = {
+            version: [h.doc_id for h in service.index.search(vector, 5)]
+            for version, vector in (
+                ("v1", base_vector),
+                ("v2", adapters["v2"].apply(base_vector)),
+                ("v3", adapters["v3"].apply(base_vector)),
+            )
+        }
+        assert len({tuple(v) for v in expected.values()}) == 3, "the three versions must answer differently"
+        answers: list[dict] = []
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                response = api.post("/search", json={"query": query, "k": 5})
+                (answers.append(response.json()) if response.status_code == 200 else errors.append(response.text))
+
+        threads = [threading.Thread(target=hammer) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for i in range(60):
+            service.swap(service.encoder, adapter=[None, adapters["v2"], adapters["v3"]][i % 3])
+        stop.set()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:3]
+        for body in answers:
+            assert [h["doc_id"] for h in body["hits"]] == expected[body["model_version"]]
+        logged = service.store.query("SELECT DISTINCT vector_version FROM searches")
+        assert logged == [("v1",)], "the base's vector is logged whatever adapter served"
+        with pytest.raises(ValueError, match="belongs to"):
+            service.swap(service.encoder, adapter=QueryAdapter("v9", "v7", np.eye(dim), np.zeros(dim)))
+
+
+def test_schedules_run_each_kind_and_count_new_pairs_per_kind(service) -> None:
+    settings = service.settings.model_copy(update={"cycle_cron": "0 3 * * *", "adapter_cycle_interval_minutes": 60})
+    runner = CycleRunner(service)
+    assert runner.start_schedule(settings)
+    try:
+        jobs = {job.id: job for job in runner._scheduler.get_jobs()}
+        assert set(jobs) == {"cycle", "adapter"} and tuple(jobs["adapter"].args) == ("adapter",)
+    finally:
+        runner.shutdown()
+    with service.store.transaction() as con:
+        con.execute(
+            "INSERT INTO cycles (cycle_id, trigger, state, started_at, window_end, kind) "
+            "VALUES ('c1', 'schedule', 'promoted', now(), TIMESTAMP '2030-01-01', 'adapter')"
+        ).fetchall()
+    assert runner.last_window_end("adapter").year == 2030
+    assert runner.last_window_end("full") is None  # an hourly adapter cycle does not starve the nightly full one
