@@ -17,7 +17,9 @@ from flywheel.store import MIGRATIONS, Impression, Store
 
 def test_save_load_round_trip_is_exact_and_pickle_free(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    adapter = QueryAdapter("v3", "v1", rng.normal(size=(8, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32))
+    adapter = QueryAdapter(
+        "v3", "v1", rng.normal(size=(8, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    )
     path = adapter.save(tmp_path / "v3")
     assert path.name == "adapter.safetensors" and not list((tmp_path / "v3").glob("*.pkl"))
     loaded = QueryAdapter.load(tmp_path / "v3", "v3", "v1")
@@ -51,7 +53,7 @@ def test_training_is_seeded_and_learns_what_identity_cannot() -> None:
     first = train_adapter(queries, docs, examples, pairs, config)
     again = train_adapter(queries, docs, examples, pairs, config)
     assert np.array_equal(first.weight, again.weight), "same seed, same weights"
-    assert first.loss_curve[-1] < first.loss_curve[0]
+    assert first.loss_curve[-1][1] < first.loss_curve[0][1]
     adapter = QueryAdapter("v2", "v1", first.weight, first.bias)
     n = len(queries)
     positive = (adapter.apply(queries) * docs[:n]).sum(1)
@@ -82,7 +84,9 @@ def test_resolve_mode_defaults_to_adapter_on_cpu() -> None:
 def test_logged_query_vectors_are_compact_and_per_base(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.duckdb")
     vector = normalise(np.random.default_rng(0).normal(size=384))
-    store.log_search("s1", "how to learn", 1, "v2", [Impression(1, "d1", 0.5)], query_vector=vector, vector_version="v1")
+    store.log_search(
+        "s1", "how to learn", 1, "v2", [Impression(1, "d1", 0.5)], query_vector=vector, vector_version="v1"
+    )
     store.log_search("s2", "other base", 1, "v3", [], query_vector=vector, vector_version="v3")
     store.log_search("s3", "no vector", 1, "v1", [])
     blob = store.query("SELECT query_vector FROM searches WHERE search_id = 's1'")[0][0]
@@ -103,9 +107,7 @@ def test_migration_upgrades_an_existing_database(tmp_path: Path) -> None:
         con.execute(sql)
         con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
     con.execute("INSERT INTO searches VALUES ('old', now(), 'old query', 3, 'v1', NULL, NULL)")
-    con.execute(
-        "INSERT INTO cycles (cycle_id, trigger, state, started_at) VALUES ('c-old', 'api', 'promoted', now())"
-    )
+    con.execute("INSERT INTO cycles (cycle_id, trigger, state, started_at) VALUES ('c-old', 'api', 'promoted', now())")
     con.close()
 
     store = Store(path)

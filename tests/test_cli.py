@@ -80,6 +80,7 @@ def test_retrain_reports_and_rollback_standalone(tmp_path: Path, tiny_model_path
         "FLYWHEEL_TRAIN_BATCH_SIZE": "16",
         "FLYWHEEL_MIN_HELDOUT_PAIRS": "10",
         "FLYWHEEL_HELDOUT_PERCENT": "25",
+        "FLYWHEEL_CYCLE_MODE": "full",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -51,6 +51,7 @@ def cycle_settings(tmp_path: Path, tiny_model_path: Path) -> Settings:
         min_heldout_pairs=10,
         heldout_percent=25,
         keep_versions=2,
+        cycle_mode="full",  # these tests are about the full cycle (the CPU default is an adapter cycle)
     )
 
 
