@@ -32,8 +32,7 @@ CACHE = Path(tempfile.gettempdir()) / "flywheel-bench-cache"
 
 
 def main() -> None:
-    from flywheel.adapter import AdapterConfig, QueryAdapter, train_adapter
-    from flywheel.adapter_cycle import compare_scored
+    from flywheel.adapter import AdapterConfig, QueryAdapter, compare_scored, train_adapter
     from flywheel.datasets import load_labelled_pairs, pair_texts
     from flywheel.evaluate import load_model
 

@@ -136,7 +136,7 @@ def write_log(service: Any, world: tuple, emb: np.ndarray, rounds: int, seed: in
 
 def dev_metrics(base_q: np.ndarray, cand_q: np.ndarray, cand_d: np.ndarray, base_d: np.ndarray, dev: list) -> dict:
     """Pair error on dev pairs (candidate vs base, paired CI)."""
-    from flywheel.adapter_cycle import compare_scored
+    from flywheel.adapter import compare_scored
 
     out = compare_scored(dev, (base_q * base_d).sum(1), (cand_q * cand_d).sum(1), seed=0)
     return {

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from flywheel.adapter import AdaptedQueries, AdapterConfig, QueryAdapter, normalise, train_adapter
+from flywheel.adapter import AdaptedQueries, AdapterConfig, QueryAdapter, compare_scored, normalise, train_adapter
 from flywheel.datasets import LabelledPair, load_labelled_pairs
 from flywheel.encoder import Encoder, resolve_device
 from flywheel.errors import InvalidInput
-from flywheel.evaluate import pair_error, paired_bootstrap, retrieval_scores, split_calibration
+from flywheel.evaluate import paired_bootstrap, retrieval_scores
 from flywheel.gate import budget_check, decide, error_checks, golden_check, retrieval_check
 from flywheel.pairs import Pair, mine_pairs, write_snapshot
 from flywheel.registry import ModelVersion, now_iso
@@ -136,51 +136,6 @@ def training_arrays(rows: list[Pair], cache: CachedVectors) -> tuple[np.ndarray,
             examples.append((q_row[query], d, negs[i % len(negs)] if negs else -1))
     as_array = lambda x: np.asarray(x, dtype=np.int64).reshape(-1, 3)  # noqa: E731
     return cache.query_matrix(texts), as_array(examples), as_array(pairs)
-
-
-def compare_scored(
-    pairs: list[LabelledPair], incumbent: np.ndarray, candidate: np.ndarray, seed: int, n_boot: int = 1000
-) -> dict[str, Any] | None:
-    """`compare_pair_error` on precomputed cosines (query-side adapters score queries and documents apart).
-
-    Same split (half calibration, grouped by query), same logistic threshold and paired bootstrap; None when
-    the pairs cannot support a threshold fit (too few, or one class only).
-    """
-    labels = np.array([p.label for p in pairs], dtype=int)
-    if len(pairs) < 4 or set(labels.tolist()) != {0, 1}:
-        return None
-    try:
-        cal, test = split_calibration(pairs, 0.5, seed)
-        inc, cand = (
-            pair_error(scores[cal], labels[cal], scores[test], labels[test], n_boot, seed)
-            for scores in (incumbent, candidate)
-        )
-    except InvalidInput as exc:
-        log.warning("pair error not measurable: %s", exc)
-        return None
-    delta, lo, hi = paired_bootstrap(inc.errors, cand.errors, n_boot, seed)
-    return {
-        "incumbent": inc.to_dict(),
-        "candidate": cand.to_dict(),
-        "delta_error": delta,
-        "delta_ci95": [lo, hi],
-        "relative_error_reduction": 1 - cand.error_rate / inc.error_rate if inc.error_rate else None,
-        "n_test": int(test.size),
-        "n_calibration": int(cal.size),
-    }
-
-
-def adapted_pair_error(
-    encoder: Encoder, adapter: QueryAdapter | None, challenger: Any, pairs: list[LabelledPair], seed: int
-) -> dict[str, Any] | None:
-    """Pair error of (encoder + query adapter) against a full challenger model on labelled text pairs."""
-    if not pairs:
-        return None
-    from flywheel.evaluate import cosine_scores
-
-    queries = AdaptedQueries(encoder.version, encoder.encode, adapter).encode([p.query for p in pairs])
-    docs = normalise(encoder.encode([p.document for p in pairs]))
-    return compare_scored(pairs, (queries * docs).sum(1), cosine_scores(challenger, pairs), seed)
 
 
 def run_adapter_cycle(
@@ -426,9 +381,7 @@ def _changed(
 
 __all__ = [
     "CachedVectors",
-    "adapted_pair_error",
     "adapter_config",
-    "compare_scored",
     "gather_vectors",
     "resolve_mode",
     "run_adapter_cycle",

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from flywheel.adapter import AdaptedQueries, QueryAdapter
+from flywheel.adapter import AdaptedQueries, QueryAdapter, adapted_pair_error
 from flywheel.datasets import examples_from_labelled, load_labelled_pairs
 from flywheel.encoder import Encoder
 from flywheel.errors import IndexMismatch, InvalidInput, NotFound
@@ -242,8 +242,6 @@ def _pair_error(
     if len(heldout) < 4 or labels != {0, 1}:
         return None
     if adapter is not None:
-        from flywheel.adapter_cycle import adapted_pair_error
-
         return adapted_pair_error(incumbent, adapter, challenger.model, heldout, seed)
     try:
         return compare_pair_error(incumbent.model, challenger.model, heldout, seed=seed)

@@ -8,8 +8,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from flywheel.adapter import AdapterConfig, QueryAdapter, normalise, train_adapter
-from flywheel.adapter_cycle import compare_scored, resolve_mode
+from flywheel.adapter import AdapterConfig, QueryAdapter, compare_scored, normalise, train_adapter
+from flywheel.adapter_cycle import resolve_mode
 from flywheel.config import Settings
 from flywheel.datasets import LabelledPair
 from flywheel.store import MIGRATIONS, Impression, Store

@@ -88,6 +88,12 @@ def test_adapter_promotion_rollback_restart_and_full_on_top(adapter_settings: Se
         assert service.index.serving_version() == "v3"
         assert api.post("/search", json={"query": "good guitar tips"}).json()["model_version"] == "v3"
         assert api.get("/models").json()["incumbent"]["parent"] == "v1"
+        # Rollback across kinds: back to the adapter (its base v1 is kept with it), and forward again.
+        assert api.post("/models/rollback", json={"to": "v2"}).json() == {"model_version": "v2", "previous": "v3"}
+        assert service.index.serving_version() == "v1" and service.adapter.version == "v2"
+        assert api.post("/search", json={"query": "good guitar tips"}).json()["model_version"] == "v2"
+        assert api.post("/models/rollback", json={"to": "v3"}).json()["model_version"] == "v3"
+        assert service.adapter is None and service.index.serving_version() == "v3"
 
         # Adapters then train on the new base's vectors: searches logged under v3 carry v3 vectors.
         simulate_users(api, rounds=1)
