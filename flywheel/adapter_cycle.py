@@ -59,7 +59,7 @@ def run_any_cycle(
 def adapter_config(settings: Any) -> AdapterConfig:
     """The AdapterConfig a cycle uses, from settings (unset values keep the measured defaults)."""
     config = AdapterConfig(seed=settings.seed)
-    for name in ("loss", "epochs", "learning_rate"):
+    for name in ("loss", "epochs", "learning_rate", "scale", "identity_weight"):
         value = getattr(settings, f"adapter_{name}")
         if value is not None:
             setattr(config, name, value)

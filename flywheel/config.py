@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     adapter_loss: Literal["mnrl", "mnrl+bce", "bce"] | None = Field(None, description="adapter training loss")
     adapter_epochs: int | None = Field(None, ge=1, le=1000)
     adapter_learning_rate: float | None = Field(None, gt=0)
+    adapter_scale: float | None = Field(None, gt=0, description="inverse temperature of the in-batch softmax")
+    adapter_identity_weight: float | None = Field(None, ge=0, description="L2 pull of the adapter towards identity")
 
     # The promotion gate.
     min_improvement: float = Field(0.005, ge=0, description="error rate must drop by at least this (absolute)")
