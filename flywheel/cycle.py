@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from flywheel.datasets import examples_from_labelled, load_labelled_pairs
-from flywheel.encoder import Encoder
+from flywheel.encoder import Encoder, compatible
 from flywheel.errors import IndexMismatch, InvalidInput, NotFound
 from flywheel.evaluate import compare_pair_error, paired_bootstrap, retrieval_scores
 from flywheel.gate import budget_check, decide, error_checks, golden_check, retrieval_check
+from flywheel.guard import export_and_guard, fp32_reference
 from flywheel.pairs import add_mined_negatives, mine_pairs, write_snapshot
 from flywheel.registry import ModelVersion, mark_discarded, now_iso
 from flywheel.report import write_report
@@ -149,24 +150,30 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
         done()
 
         done = timed("evaluate")
-        challenger = service.load_encoder(candidate)
-        pair_error = _pair_error(incumbent, challenger, heldout, settings.seed)
+        # The gate compares the models in fp32; the int8 accuracy guard (export_and_guard) bounds the rest.
+        challenger = service.load_encoder(candidate, backend="torch")
+        reference = fp32_reference(service, incumbent)
+        pair_error = _pair_error(reference, challenger, heldout, settings.seed)
         report["metrics"]["pair_error"] = pair_error
         if settings.golden_pairs:
             golden = load_labelled_pairs(settings.golden_pairs)
             report["metrics"]["golden"] = compare_pair_error(
-                incumbent.model, challenger.model, golden, seed=settings.seed
+                reference.model, challenger.model, golden, seed=settings.seed
             )
         checks = error_checks(pair_error, len(heldout), settings)
         checks.append(golden_check(report["metrics"].get("golden"), settings))
         done()
 
         if all(c is None or c.passed for c in checks):
+            done = timed("export")
+            challenger, bulk, backend_check = export_and_guard(service, candidate, heldout, report, challenger)
+            checks.append(backend_check)
+            done()
             done = timed("reembed")
             since = service.mark()
-            service.index.create(version, challenger.dimension, replace=True)
+            service.index.create(version, challenger.dimension, replace=True, backend=bulk.backend)
             for batch in service.store.iter_documents(batch_size=2048):
-                service.embed_into(version, challenger, batch, progress=False)
+                service.embed_into(version, bulk, batch, progress=False)
             since = _catch_up(service, challenger, since)
             done()
             done = timed("evaluate_retrieval")
@@ -374,13 +381,16 @@ def rollback(service: Service, to: str | None = None) -> ModelVersion:
             f"{to} cannot serve (status {target.status}); versions to roll back to: {kept_versions(service)}"
         )
     encoder = service.load_encoder(target)
-    # A retired collection missed every write since it stopped serving: replay those, or rebuild it.
+    # A retired collection missed every write since it stopped serving: replay those, or rebuild it (also when
+    # its vectors came from a backend of another precision than today's query encoder).
     since = _retired_at(service, to)
-    if since is None or not service.index.exists(to):
+    usable = service.index.exists(to) and compatible(service.index.vectors_backend(to), encoder.backend)
+    if since is None or not usable:
         since = service.mark()
-        service.index.create(to, encoder.dimension, replace=True)
+        bulk = service.bulk_encoder(target, encoder)
+        service.index.create(to, encoder.dimension, replace=True, backend=bulk.backend)
         for batch in service.store.iter_documents(batch_size=2048):
-            service.embed_into(to, encoder, batch)
+            service.embed_into(to, bulk, batch)
     service.swap(encoder, before_switch=lambda: _catch_up(service, encoder, since))
     return registry.promote(to, action="rollback")
 
