@@ -21,7 +21,7 @@ from flywheel.encoder import Encoder, compatible
 from flywheel.errors import IndexMismatch, InvalidInput, NotFound
 from flywheel.evaluate import compare_pair_error, paired_bootstrap, retrieval_scores
 from flywheel.gate import budget_check, decide, error_checks, golden_check, retrieval_check
-from flywheel.guard import export_and_guard, fp32_reference
+from flywheel.guard import export_and_guard, torch_reference
 from flywheel.pairs import add_mined_negatives, mine_pairs, write_snapshot
 from flywheel.registry import ModelVersion, mark_discarded, now_iso
 from flywheel.report import write_report
@@ -103,7 +103,8 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
         train_rows, heldout_rows = split_by_group(mined.pairs, lambda p: p.group, settings.heldout_percent)
         if settings.mine_negatives and train_rows:
             mined.pairs = train_rows
-            add_mined_negatives(mined, incumbent.model, _corpus(service), settings.mine_negatives, settings.mine_margin)
+            st_model = torch_reference(service, incumbent).model  # mining needs a SentenceTransformer
+            add_mined_negatives(mined, st_model, _corpus(service), settings.mine_negatives, settings.mine_margin)
             train_rows = mined.pairs
             mined.pairs = train_rows + heldout_rows
         write_snapshot(mined, settings.cycles_dir / cycle_id / "pairs.parquet")
@@ -152,7 +153,7 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
         done = timed("evaluate")
         # The gate compares the models in fp32; the int8 accuracy guard (export_and_guard) bounds the rest.
         challenger = service.load_encoder(candidate, backend="torch")
-        reference = fp32_reference(service, incumbent)
+        reference = torch_reference(service, incumbent)
         pair_error = _pair_error(reference, challenger, heldout, settings.seed)
         report["metrics"]["pair_error"] = pair_error
         if settings.golden_pairs:

@@ -159,11 +159,12 @@ def ensure_export(registry: Registry, entry: ModelVersion, settings: Settings) -
     return folder, meta
 
 
-def fp32_reference(service: Service, incumbent: Encoder) -> Encoder:
-    """The incumbent as an fp32 model for the gate's comparison (reloaded only when it serves int8)."""
-    if incumbent.backend != "onnx-int8":
+def torch_reference(service: Service, incumbent: Encoder) -> Encoder:
+    """The incumbent as a PyTorch model: the gate compares fp32 models, and negative mining needs a
+    SentenceTransformer (reloaded only when the incumbent serves through ONNX)."""
+    if incumbent.backend == "torch":
         return incumbent
-    return service.load_encoder(service.registry.get(incumbent.version), backend="onnx")
+    return service.load_encoder(service.registry.get(incumbent.version), backend="torch")
 
 
 def export_and_guard(
@@ -224,4 +225,4 @@ def export_and_guard(
     return query, bulk, Check("encoder_backend", True, detail)
 
 
-__all__ = ["ensure_export", "export_and_guard", "fp32_reference", "guard_pairs", "measure_guard", "run_guard"]
+__all__ = ["ensure_export", "export_and_guard", "torch_reference", "guard_pairs", "measure_guard", "run_guard"]
