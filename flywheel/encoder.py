@@ -202,12 +202,14 @@ def load_encoder(
         raise ConfigError(f"unknown encoder backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if backend == "torch":
         return Encoder(entry.version, load_model(entry.load_path, settings.device), settings.encode_batch_size)
-    from flywheel.guard import ensure_export
+    from flywheel.guard import ensure_export, verdict
 
     folder, meta = ensure_export(registry, entry, settings)
-    if backend == "onnx-int8" and not (meta.get("guard") or {}).get("passed"):
-        reason = (meta.get("guard") or {}).get("reason", "not measured")
-        log.warning("%s: int8 refused by the accuracy guard (%s); encoding with onnx fp32", entry.version, reason)
+    judged = verdict(meta["guard"], settings)  # today's thresholds on the recorded measurement
+    if backend == "onnx-int8" and not judged["passed"]:
+        log.warning(
+            "%s: int8 refused by the accuracy guard (%s); encoding with onnx fp32", entry.version, judged["reason"]
+        )
         backend = "onnx"
     model = OnnxModel(folder, int8=backend == "onnx-int8")
     return Encoder(entry.version, model, settings.encode_batch_size, backend)

@@ -57,8 +57,8 @@ def measure_guard(fp32: Any, int8: Any, pairs: list[LabelledPair], settings: Set
         data: where the pairs came from, for the record.
 
     Returns:
-        {"passed", "reason", "fp32_error", "int8_error", "error_increase", "delta_ci95", "mean_cosine",
-        "min_cosine", "pairs", "data", thresholds, "measured_at"}.
+        {"passed", "reason", thresholds (see `verdict`), "fp32_error", "int8_error", "error_increase",
+        "delta_ci95", "mean_cosine", "min_cosine", "pairs", "n_test", "data", "measured_at"}.
 
     Raises:
         InvalidInput: the pairs cannot support a threshold fit (one class only, too few).
@@ -71,24 +71,7 @@ def measure_guard(fp32: Any, int8: Any, pairs: list[LabelledPair], settings: Set
     int8_error = compared["candidate"]["error_rate"]
     increase = int8_error - fp32_error
     mean_cosine = float(cosine.mean())
-    problems = []
-    if increase > settings.int8_max_error_increase:
-        problems.append(
-            f"pair error {int8_error * 100:.2f}% vs fp32 {fp32_error * 100:.2f}% ({increase * 100:+.2f} pt > "
-            f"+{settings.int8_max_error_increase * 100:.2f} pt allowed)"
-        )
-    if mean_cosine < settings.int8_min_cosine:
-        problems.append(f"mean cosine to fp32 {mean_cosine:.4f} < {settings.int8_min_cosine}")
-    passed = not problems
-    reason = (
-        "; ".join(problems)
-        if problems
-        else f"pair error {increase * 100:+.2f} pt vs fp32 (allowed +{settings.int8_max_error_increase * 100:.2f}), "
-        f"mean cosine {mean_cosine:.4f} (needs {settings.int8_min_cosine})"
-    )
-    return {
-        "passed": passed,
-        "reason": reason,
+    measured = {
         "fp32_error": fp32_error,
         "int8_error": int8_error,
         "error_increase": increase,
@@ -98,10 +81,32 @@ def measure_guard(fp32: Any, int8: Any, pairs: list[LabelledPair], settings: Set
         "pairs": len(pairs),
         "n_test": compared["n_test"],
         "data": data,
-        "max_error_increase": settings.int8_max_error_increase,
-        "min_mean_cosine": settings.int8_min_cosine,
         "measured_at": now_iso(),
     }
+    return {**verdict(measured, settings), **measured}
+
+
+def verdict(guard: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Judge measured guard numbers against today's thresholds (so changing a threshold needs no re-measuring).
+
+    Returns:
+        {"passed", "reason", "max_error_increase", "min_mean_cosine"}.
+    """
+    tolerance, min_cosine = settings.int8_max_error_increase, settings.int8_min_cosine
+    increase, mean_cosine = guard["error_increase"], guard["mean_cosine"]
+    problems = []
+    if increase > tolerance:
+        problems.append(
+            f"pair error {guard['int8_error'] * 100:.2f}% vs fp32 {guard['fp32_error'] * 100:.2f}% "
+            f"({increase * 100:+.2f} pt > +{tolerance * 100:.2f} pt allowed)"
+        )
+    if mean_cosine < min_cosine:
+        problems.append(f"mean cosine to fp32 {mean_cosine:.4f} < {min_cosine}")
+    reason = "; ".join(problems) or (
+        f"pair error {increase * 100:+.2f} pt vs fp32 (allowed +{tolerance * 100:.2f}), "
+        f"mean cosine {mean_cosine:.4f} (needs {min_cosine})"
+    )
+    return {"passed": not problems, "reason": reason, "max_error_increase": tolerance, "min_mean_cosine": min_cosine}
 
 
 def guard_pairs(settings: Settings) -> tuple[list[LabelledPair], str]:
@@ -225,4 +230,12 @@ def export_and_guard(
     return query, bulk, Check("encoder_backend", True, detail)
 
 
-__all__ = ["ensure_export", "export_and_guard", "torch_reference", "guard_pairs", "measure_guard", "run_guard"]
+__all__ = [
+    "ensure_export",
+    "export_and_guard",
+    "guard_pairs",
+    "measure_guard",
+    "run_guard",
+    "torch_reference",
+    "verdict",
+]

@@ -16,7 +16,7 @@ from flywheel.config import Settings
 from flywheel.encoder import OnnxModel, compatible, load_encoder, load_model
 from flywheel.errors import ConfigError
 from flywheel.export import FILES, ONNX_DIR, export_version, read_export
-from flywheel.guard import SHIPPED_PAIRS, ensure_export, run_guard
+from flywheel.guard import SHIPPED_PAIRS, ensure_export, run_guard, verdict
 from flywheel.registry import Registry
 from flywheel.service import Service
 
@@ -24,7 +24,7 @@ TEXTS = ["how do i learn python", "the best pasta recipe for dinner", "why is th
 
 
 def break_int8(path: Path) -> None:
-    """Overwrite every quantized weight (int8 matmuls, uint8 embeddings) with seeded noise: a broken model."""
+    """Corrupt a quantized graph: seeded noise for every int8 weight and 50x its dequantization scales."""
     import onnx
     from onnx import numpy_helper
 
@@ -32,12 +32,14 @@ def break_int8(path: Path) -> None:
     rng = np.random.default_rng(0)
     broken = 0
     for init in model.graph.initializer:
+        weights = numpy_helper.to_array(init)
         if init.name.endswith("_quantized"):
-            weights = numpy_helper.to_array(init)
             info = np.iinfo(weights.dtype)
             noise = rng.integers(info.min, info.max, weights.shape, endpoint=True).astype(weights.dtype)
             init.CopyFrom(numpy_helper.from_array(noise, init.name))
             broken += 1
+        elif init.name.endswith("_scale"):
+            init.CopyFrom(numpy_helper.from_array((weights * 50).astype(weights.dtype), init.name))
     assert broken, "no quantized weight found"
     onnx.save(model, str(path))
 
@@ -113,14 +115,20 @@ def test_guard_passes_a_faithful_int8_and_refuses_a_broken_one(
     encoder = load_encoder(registry, entry, settings, backend="onnx-int8")
     assert encoder.backend == "onnx"  # fell back to fp32
     np.testing.assert_allclose(encoder.encode(TEXTS), OnnxModel(folder).encode(TEXTS), atol=1e-6)
+    # Thresholds are read when an encoder loads: a user who accepts anything gets the broken int8 graph.
+    anything = settings.model_copy(update={"int8_max_error_increase": 1.0, "int8_min_cosine": 0.0})
+    assert load_encoder(registry, entry, anything, backend="onnx-int8").backend == "onnx-int8"
 
 
-def test_guard_thresholds_are_configurable(registry: Registry, settings: Settings, guard_file: Path) -> None:
-    """A bar no int8 model can meet (cosine 1.0 exactly) refuses even the faithful export."""
-    strict = settings.model_copy(update={"int8_min_cosine": 1.0, "guard_pairs": guard_file})
-    guard = run_guard(registry, registry.get("v1"), strict)["guard"]
-    assert not guard["passed"] and "mean cosine" in guard["reason"]
-    assert guard["pairs"] == 300 and guard["data"] == str(guard_file)
+def test_guard_thresholds_are_configurable(settings: Settings) -> None:
+    """The verdict is today's thresholds applied to the recorded measurement."""
+    measured = {"fp32_error": 0.20, "int8_error": 0.206, "error_increase": 0.006, "mean_cosine": 0.99}
+    refused = verdict(measured, settings)
+    assert not refused["passed"] and "+0.60 pt > +0.50 pt" in refused["reason"]
+    lenient = settings.model_copy(update={"int8_max_error_increase": 0.01})
+    assert verdict(measured, lenient)["passed"]
+    low = verdict({**measured, "mean_cosine": 0.9}, lenient)
+    assert not low["passed"] and "mean cosine" in low["reason"]
 
 
 def test_backend_settings() -> None:
