@@ -231,7 +231,7 @@ def export_onnx(
 
     def go() -> None:
         from flywheel.export import export_folder, export_version
-        from flywheel.guard import ensure_export, run_guard
+        from flywheel.guard import ensure_export, run_guard, verdict
         from flywheel.registry import Registry
 
         settings = _settings(config, data_dir=data_dir)
@@ -243,7 +243,7 @@ def export_onnx(
         else:
             meta = ensure_export(registry, entry, settings)[1]
         folder = export_folder(registry, entry)
-        guard, parity = meta["guard"], meta["parity"]
+        guard, parity = {**meta["guard"], **verdict(meta["guard"], settings)}, meta["parity"]
         console.print(f"{version}: ONNX export of {meta['source_version']} in {folder}")
         console.print(
             f"  fp32 vs torch: max |diff| {parity['fp32']['max_abs_diff']:.1e}; "

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +85,21 @@ def test_export_round_trip_parity_and_provenance(registry: Registry, tiny_model_
     assert (folder / FILES["int8"]).stat().st_size < (folder / FILES["fp32"]).stat().st_size
     # Done once: a second call reuses the export.
     assert export_version(registry, entry)[1]["created_at"] == meta["created_at"]
+
+
+def test_onnx_encoder_needs_neither_torch_nor_transformers(registry: Registry) -> None:
+    folder, _ = export_version(registry, registry.get("v1"))
+    code = (
+        "import sys; from pathlib import Path; from flywheel.encoder import OnnxModel; "
+        "v = OnnxModel(Path(sys.argv[1]), int8=True).encode(['hello there', 'x']); "
+        "heavy = sorted({'torch', 'transformers', 'sentence_transformers'} & set(sys.modules)); "
+        "print(v.shape, heavy)"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root}
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "(2, 32) []"
 
 
 def test_failed_export_leaves_nothing_behind(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
