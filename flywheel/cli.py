@@ -224,6 +224,43 @@ def rollback(
     _run(go)
 
 
+@app.command("export")
+def export_onnx(
+    version: Annotated[str, typer.Argument(help="Registry version, e.g. v1 (the base) or v3.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    force: Annotated[bool, typer.Option(help="Export and guard again even if done before.")] = False,
+) -> None:
+    """Export a model version to ONNX fp32 + int8 beside its files, and run the int8 accuracy guard."""
+
+    def go() -> None:
+        from flywheel.export import export_folder, export_version
+        from flywheel.guard import ensure_export, run_guard, verdict
+        from flywheel.registry import Registry
+
+        settings = _settings(config, data_dir=data_dir)
+        registry = Registry(settings.models_dir)
+        entry = registry.get(version)
+        if force:
+            export_version(registry, entry, force=True)
+            meta = run_guard(registry, entry, settings)
+        else:
+            meta = ensure_export(registry, entry, settings)[1]
+        folder = export_folder(registry, entry)
+        guard, parity = {**meta["guard"], **verdict(meta["guard"], settings)}, meta["parity"]
+        console.print(f"{version}: ONNX export of {meta['source_version']} in {folder}")
+        console.print(
+            f"  fp32 vs torch: max |diff| {parity['fp32']['max_abs_diff']:.1e}; "
+            f"int8 vs torch: mean cosine {parity['int8']['mean_cosine']:.4f}"
+        )
+        verdict = "[green]passed[/green]" if guard["passed"] else "[yellow]refused[/yellow]"
+        console.print(f"  int8 accuracy guard {verdict} on {guard['data']}: {guard['reason']}", highlight=False)
+        if not guard["passed"]:
+            console.print("  FLYWHEEL_ENCODER_BACKEND=onnx-int8 will encode with onnx fp32 for this version")
+
+    _run(go)
+
+
 reports_app = typer.Typer(help="Promotion reports, newest first.", no_args_is_help=False)
 app.add_typer(reports_app, name="reports")
 

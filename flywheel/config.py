@@ -21,6 +21,7 @@ def packaged_model_path() -> str:
 
 
 CommaList = Annotated[list[str], NoDecode]
+Backend = Literal["torch", "onnx", "onnx-int8"]
 
 
 class Settings(BaseSettings):
@@ -42,6 +43,20 @@ class Settings(BaseSettings):
     base_model: str = Field("", description="sentence-transformers name or local path; default packaged MiniLM")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
     encode_batch_size: int = Field(64, ge=1, le=4096)
+
+    # Inference backends (flywheel.encoder; ONNX exports: flywheel.export; int8 accuracy guard: flywheel.guard).
+    encoder_backend: Backend = Field("torch", description="encodes queries: 'torch', 'onnx' (fp32) or 'onnx-int8'")
+    bulk_encoder_backend: Backend | None = Field(
+        None, description="encodes the corpus when (re-)embedding; default encoder_backend; same precision required"
+    )
+    export_on_promote: bool = Field(True, description="export each promoted version to ONNX (always when needed)")
+    int8_max_error_increase: float = Field(
+        0.005, ge=0, le=1, description="int8 serves only if its pair error is at most this above fp32's"
+    )
+    int8_min_cosine: float = Field(0.98, ge=0, le=1, description="... and its mean cosine to fp32 vectors is this")
+    guard_pairs: Path | None = Field(
+        None, description="labelled pairs for the guard outside a cycle; default the shipped Quora dev pairs"
+    )
 
     # Serving.
     host: str = "127.0.0.1"
@@ -140,10 +155,21 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        if self.bulk_backend != self.encoder_backend and "onnx-int8" in (self.bulk_backend, self.encoder_backend):
+            raise ValueError(
+                f"bulk_encoder_backend {self.bulk_backend!r} and encoder_backend {self.encoder_backend!r} would put "
+                "int8 and fp32 vectors in one collection: use the same precision for both (torch and onnx are "
+                "both fp32; onnx-int8 only with onnx-int8)"
+            )
         overlap = set(self.admin_keys) & set(self.search_keys)
         if overlap:
             raise ValueError("a key may not be both an admin key and a search key")
         return self
+
+    @property
+    def bulk_backend(self) -> str:
+        """The backend that encodes the corpus (defaults to the query backend)."""
+        return self.bulk_encoder_backend or self.encoder_backend
 
     # Derived paths: properties, so that changing data_dir moves everything that was not set explicitly.
     @property

@@ -18,10 +18,11 @@ import numpy as np
 
 from flywheel.adapter import AdaptedQueries, QueryAdapter, adapted_pair_error
 from flywheel.datasets import examples_from_labelled, load_labelled_pairs
-from flywheel.encoder import Encoder
+from flywheel.encoder import Encoder, compatible
 from flywheel.errors import IndexMismatch, InvalidInput, NotFound
 from flywheel.evaluate import compare_pair_error, paired_bootstrap, retrieval_scores
 from flywheel.gate import budget_check, decide, error_checks, golden_check, retrieval_check
+from flywheel.guard import export_and_guard, torch_reference
 from flywheel.pairs import add_mined_negatives, mine_pairs, write_snapshot
 from flywheel.registry import ModelVersion, mark_discarded, now_iso
 from flywheel.report import write_report
@@ -103,7 +104,8 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
         train_rows, heldout_rows = split_by_group(mined.pairs, lambda p: p.group, settings.heldout_percent)
         if settings.mine_negatives and train_rows:
             mined.pairs = train_rows
-            add_mined_negatives(mined, incumbent.model, _corpus(service), settings.mine_negatives, settings.mine_margin)
+            st_model = torch_reference(service, incumbent).model  # mining needs a SentenceTransformer
+            add_mined_negatives(mined, st_model, _corpus(service), settings.mine_negatives, settings.mine_margin)
             train_rows = mined.pairs
             mined.pairs = train_rows + heldout_rows
         write_snapshot(mined, settings.cycles_dir / cycle_id / "pairs.parquet")
@@ -150,24 +152,30 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
         done()
 
         done = timed("evaluate")
-        challenger = service.load_encoder(candidate)
-        pair_error = _pair_error(incumbent, challenger, heldout, settings.seed, service.adapter)
+        # The gate compares the models in fp32; the int8 accuracy guard (export_and_guard) bounds the rest.
+        challenger = service.load_encoder(candidate, backend="torch")
+        reference = torch_reference(service, incumbent)
+        pair_error = _pair_error(reference, challenger, heldout, settings.seed, service.adapter)
         report["metrics"]["pair_error"] = pair_error
         if settings.golden_pairs:
             golden = load_labelled_pairs(settings.golden_pairs)
             report["metrics"]["golden"] = compare_pair_error(
-                incumbent.model, challenger.model, golden, seed=settings.seed
+                reference.model, challenger.model, golden, seed=settings.seed
             )
         checks = error_checks(pair_error, len(heldout), settings)
         checks.append(golden_check(report["metrics"].get("golden"), settings))
         done()
 
         if all(c is None or c.passed for c in checks):
+            done = timed("export")
+            challenger, bulk, backend_check = export_and_guard(service, candidate, heldout, report, challenger)
+            checks.append(backend_check)
+            done()
             done = timed("reembed")
             since = service.mark()
-            service.index.create(version, challenger.dimension, replace=True)
+            service.index.create(version, challenger.dimension, replace=True, backend=bulk.backend)
             for batch in service.store.iter_documents(batch_size=2048):
-                service.embed_into(version, challenger, batch, progress=False)
+                service.embed_into(version, bulk, batch, progress=False)
             since = _catch_up(service, challenger, since)
             done()
             done = timed("evaluate_retrieval")
@@ -391,13 +399,16 @@ def rollback(service: Service, to: str | None = None) -> ModelVersion:
         service.swap(encoder, adapter=adapter)
         return registry.promote(to, action="rollback")
     base = encoder.version
-    # A retired collection missed every write since it stopped serving: replay those, or rebuild it.
+    # A retired collection missed every write since it stopped serving: replay those, or rebuild it (also when
+    # its vectors came from a backend of another precision than today's query encoder).
     since = _retired_at(service, base)
-    if since is None or not service.index.exists(base):
+    usable = service.index.exists(base) and compatible(service.index.vectors_backend(base), encoder.backend)
+    if since is None or not usable:
         since = service.mark()
-        service.index.create(base, encoder.dimension, replace=True)
+        bulk = service.bulk_encoder(registry.get(base), encoder)
+        service.index.create(base, encoder.dimension, replace=True, backend=bulk.backend)
         for batch in service.store.iter_documents(batch_size=2048):
-            service.embed_into(base, encoder, batch)
+            service.embed_into(base, bulk, batch)
     service.swap(encoder, before_switch=lambda: _catch_up(service, encoder, since), adapter=adapter)
     return registry.promote(to, action="rollback")
 

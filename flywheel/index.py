@@ -18,6 +18,8 @@ from flywheel.config import Settings
 from flywheel.errors import StoreLocked
 from flywheel.store import Document
 
+# Collection metadata key naming the encoder backend that made the collection's vectors.
+BACKEND_KEY = "flywheel_vectors_backend"
 # Fixed namespace so the same document id maps to the same point id in every collection and process.
 _POINT_NAMESPACE = uuid.UUID("3f1c6a52-8f0e-4d55-9a51-2b6f0b6e7a10")
 
@@ -75,8 +77,15 @@ class Index:
         """Whether the version's collection exists."""
         return self.client.collection_exists(self.collection(version))
 
-    def create(self, version: str, dimension: int, replace: bool = False) -> str:
+    def create(self, version: str, dimension: int, replace: bool = False, backend: str | None = None) -> str:
         """Create the version's collection (cosine distance); with `replace`, drop a leftover first.
+
+        Args:
+            version: the model version.
+            dimension: vector size.
+            replace: drop an existing collection of that name first.
+            backend: the encoder backend that will make its vectors, recorded in the collection's metadata
+                (see `vectors_backend`).
 
         Returns:
             The collection name.
@@ -91,8 +100,15 @@ class Index:
             vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
             shard_number=self.shards,
             replication_factor=self.replication,
+            metadata={BACKEND_KEY: backend} if backend else None,
         )
         return name
+
+    def vectors_backend(self, version: str) -> str | None:
+        """The encoder backend recorded as the maker of a collection's vectors (None: made before backends
+        were recorded, i.e. by torch). Kept in Qdrant's collection metadata, so it lives and dies with them."""
+        metadata = self.client.get_collection(self.collection(version)).config.metadata or {}
+        return metadata.get(BACKEND_KEY)
 
     def drop(self, version: str) -> None:
         """Delete a version's collection if it exists."""

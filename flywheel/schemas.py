@@ -68,6 +68,7 @@ class HealthOut(BaseModel):
     status: str
     model_version: str
     documents: int
+    encoder_backend: str | None = None
 
 
 class CycleOut(BaseModel):

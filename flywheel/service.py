@@ -21,8 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flywheel.adapter import QueryAdapter
 from flywheel.config import Settings
-from flywheel.encoder import Encoder, load_model
-from flywheel.errors import NotFound
+from flywheel.encoder import Encoder, compatible, load_encoder, load_model
+from flywheel.errors import IndexMismatch, NotFound
 from flywheel.index import Hit, Index, open_qdrant
 from flywheel.registry import ModelVersion, Registry
 from flywheel.store import Document, Event, Impression, Store, utcnow
@@ -115,10 +115,25 @@ class Service:
         adapter = self._adapter
         return adapter.version if adapter is not None else self.encoder.version
 
-    def load_encoder(self, entry: ModelVersion) -> Encoder:
-        """Load a registry version as an Encoder (not yet serving)."""
-        model = load_model(entry.load_path, self.settings.device)
-        return Encoder(entry.version, model, self.settings.encode_batch_size)
+    def load_encoder(self, entry: ModelVersion, backend: str | None = None, bulk: bool = False) -> Encoder:
+        """Load a registry version as an Encoder (not yet serving) on the query backend, or `backend`, or
+        with `bulk` the corpus-encoding backend (see flywheel.encoder.load_encoder)."""
+        return load_encoder(self.registry, entry, self.settings, backend, bulk)
+
+    def bulk_encoder(self, entry: ModelVersion, query: Encoder) -> Encoder:
+        """The encoder that (re-)embeds a version's corpus: `query` itself unless another backend is set.
+
+        Raises:
+            IndexMismatch: the two would make vectors of different precision (never mixed in one collection).
+        """
+        if self.settings.bulk_backend == self.settings.encoder_backend:
+            return query
+        bulk = self.load_encoder(entry, bulk=True)
+        if not compatible(bulk.backend, query.backend):
+            raise IndexMismatch(
+                f"{entry.version}: corpus encoder {bulk.backend} and query encoder {query.backend} differ in precision"
+            )
+        return bulk
 
     def load_serving(self, entry: ModelVersion) -> tuple[Encoder, QueryAdapter | None]:
         """Load what serving a version needs: (encoder, None) for a model, (its base's encoder, adapter) for an
@@ -148,17 +163,42 @@ class Service:
             model = load_model(self.settings.base_model, self.settings.device)
             entry = self.registry.ensure_base(self.settings.base_model, int(model.get_embedding_dimension()))
             encoder = Encoder(entry.version, model, self.settings.encode_batch_size)
+            if self.settings.encoder_backend != "torch":
+                encoder = self.load_encoder(entry)
         else:
             encoder, adapter = self.load_serving(entry)
         with self._serving:
-            if not self.index.exists(encoder.version):
-                self.index.create(encoder.version, encoder.dimension)
-            self._repair(encoder.version, encoder, progress)
-            if self.index.serving_version() != encoder.version:
-                log.info("pointing alias %r at %s", self.index.alias, self.index.collection(encoder.version))
-                self.index.point_alias(encoder.version)
+            # An adapter serves on its base's collection: the collection (and its backend) is the base's.
+            base = entry if entry.kind != "adapter" else self.registry.get(encoder.version)
+            if not self.index.exists(base.version):
+                self.index.create(base.version, encoder.dimension, backend=encoder.backend)
+            else:
+                self._match_backend(base, encoder, progress)
+            self._repair(base.version, encoder, progress)
+            if self.index.serving_version() != base.version:
+                log.info("pointing alias %r at %s", self.index.alias, self.index.collection(base.version))
+                self.index.point_alias(base.version)
             self._encoder = encoder
             self._adapter = adapter
+
+    def _match_backend(self, entry: ModelVersion, encoder: Encoder, progress: bool) -> None:
+        """Rebuild a collection whose vectors were made by a backend of another precision than the query
+        encoder's (e.g. torch fp32 vectors, onnx-int8 queries): the two are never mixed."""
+        made_by = self.index.vectors_backend(entry.version)
+        if compatible(made_by, encoder.backend):
+            return
+        bulk = self.bulk_encoder(entry, encoder)
+        log.warning(
+            "%s holds %s vectors but queries are encoded with %s: re-embedding its %d documents with %s",
+            self.index.collection(entry.version),
+            made_by or "torch",
+            encoder.backend,
+            self.store.count_documents(),
+            bulk.backend,
+        )
+        self.index.create(entry.version, encoder.dimension, replace=True, backend=bulk.backend)
+        for batch in self.store.iter_documents(batch_size=2048):
+            self.embed_into(entry.version, bulk, batch, progress=progress)
 
     def _repair(self, version: str, encoder: Encoder, progress: bool) -> None:
         """Embed documents missing from the collection and drop points with no document."""
@@ -208,6 +248,12 @@ class Service:
         with self._serving:
             if callable(before_switch):
                 before_switch()
+            made_by = self.index.vectors_backend(encoder.version)
+            if not compatible(made_by, encoder.backend):
+                raise IndexMismatch(
+                    f"{self.index.collection(encoder.version)} holds {made_by} vectors; queries would be encoded "
+                    f"with {encoder.backend}: not switching"
+                )
             if self.index.serving_version() != encoder.version:
                 self.index.point_alias(encoder.version)
             self._encoder = encoder
@@ -275,7 +321,12 @@ class Service:
 
     def health(self) -> dict[str, object]:
         """Liveness plus what serves now."""
-        return {"status": "ok", "model_version": self.serving_version, "documents": self.store.count_documents()}
+        return {
+            "status": "ok",
+            "model_version": self.serving_version,
+            "documents": self.store.count_documents(),
+            "encoder_backend": self.encoder.backend,
+        }
 
     def mark(self) -> datetime:
         """A point in time that no document write straddles: writes take the serving lock, so every write

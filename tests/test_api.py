@@ -199,7 +199,8 @@ def test_feedback_unknown_search_or_unshown_doc_rejects_whole_batch(loaded_api: 
 
 
 def test_healthz_stats_models(loaded_api: TestClient) -> None:
-    assert loaded_api.get("/healthz").json() == {"status": "ok", "model_version": "v1", "documents": len(CORPUS)}
+    health = {"status": "ok", "model_version": "v1", "documents": len(CORPUS), "encoder_backend": "torch"}
+    assert loaded_api.get("/healthz").json() == health
     models = loaded_api.get("/models").json()
     assert models["incumbent"]["version"] == "v1"
     assert models["incumbent"]["kind"] == "base"
