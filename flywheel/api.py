@@ -17,6 +17,7 @@ from flywheel import __version__
 from flywheel.config import Settings
 from flywheel.cycle import rollback
 from flywheel.errors import Conflict, FlywheelError, InvalidInput, NotFound, PayloadTooLarge, StoreLocked
+from flywheel.metrics import Metrics, install
 from flywheel.report import list_reports, load_report, report_html_path
 from flywheel.scheduler import CycleRunner
 from flywheel.schemas import (
@@ -24,6 +25,7 @@ from flywheel.schemas import (
     CycleStarted,
     DocumentIn,
     DocumentsIn,
+    ErrorOut,
     FeedbackIn,
     FeedbackOut,
     HealthOut,
@@ -179,7 +181,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = service is None
         app.state.service = Service.open(settings, progress=True) if owned else service
-        app.state.runner = CycleRunner(app.state.service)
+        app.state.runner = CycleRunner(app.state.service, on_finish=metrics.observe_cycle)
         app.state.runner.recover()
         app.state.runner.start_schedule(settings)
         if not settings.auth_enabled:
@@ -196,9 +198,13 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         version=__version__,
         description="Retrieval with a feedback loop: search, send clicks and skips, and let the model improve.",
         lifespan=lifespan,
+        responses={status: {"model": ErrorOut} for status in (401, 403, 404, 409, 413, 422, 503)},
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    metrics = app.state.metrics = Metrics()
+    metrics.watch_service(lambda: getattr(app.state, "service", None))
+    install(app, metrics, [] if settings.metrics_public else [SearchRole])
 
     for exc_type, status in _STATUS:
         app.add_exception_handler(exc_type, _handler(status))
@@ -234,6 +240,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
             if value is not None and len(value) > settings.max_id_chars:
                 raise InvalidInput(f"{name} is over {settings.max_id_chars} characters")
         result = svc.search(body.query, k, body.user_id, body.session_id)
+        log.info("search", extra={"search_id": result.search_id, "model_version": result.model_version, "k": k})
         hits = [
             HitOut(doc_id=h.doc_id, text=h.text, score=h.score, rank=i, metadata=h.metadata)
             for i, h in enumerate(result.hits, start=1)
@@ -243,18 +250,12 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     @app.post("/feedback", response_model=FeedbackOut, dependencies=[SearchRole], tags=["search"])
     def feedback(body: FeedbackIn, svc: ServiceDep) -> FeedbackOut:
         """Record clicks and skips; all-or-nothing per batch, idempotent by event_id."""
-        if not body.events:
-            raise InvalidInput("events must not be empty")
-        if len(body.events) > settings.max_events_per_request:
-            raise PayloadTooLarge(
-                f"{len(body.events)} events in one request; the limit is {settings.max_events_per_request}"
-            )
-        for i, e in enumerate(body.events):
-            for name in ("event_id", "search_id", "doc_id"):
-                if len(getattr(e, name)) > settings.max_id_chars:
-                    raise InvalidInput(f"events[{i}].{name} is over {settings.max_id_chars} characters")
-        events = [Event(e.event_id, e.search_id, e.doc_id, e.type, e.ts) for e in body.events]
-        accepted, duplicates = svc.feedback(events)
+        try:
+            accepted, duplicates = _store_feedback(settings, body, svc)
+        except FlywheelError:
+            metrics.observe_rejected(len(body.events))
+            raise
+        metrics.observe_feedback(accepted, duplicates)
         return FeedbackOut(accepted=accepted, duplicates=duplicates)
 
     @app.get("/healthz", response_model=HealthOut, dependencies=[SearchRole], tags=["ops"])
@@ -355,3 +356,19 @@ def _check_documents(settings: Settings, docs: list[DocumentIn]) -> None:
             )
         if len(json.dumps(d.metadata, ensure_ascii=False)) > settings.max_metadata_bytes:
             raise InvalidInput(f"documents[{i}].metadata is over {settings.max_metadata_bytes} bytes as JSON")
+
+
+def _store_feedback(settings: Settings, body: FeedbackIn, svc: Service) -> tuple[int, int]:
+    """Apply the limits to a feedback batch and store it; returns (accepted, duplicates)."""
+    if not body.events:
+        raise InvalidInput("events must not be empty")
+    if len(body.events) > settings.max_events_per_request:
+        raise PayloadTooLarge(
+            f"{len(body.events)} events in one request; the limit is {settings.max_events_per_request}"
+        )
+    for i, e in enumerate(body.events):
+        for name in ("event_id", "search_id", "doc_id"):
+            if len(getattr(e, name)) > settings.max_id_chars:
+                raise InvalidInput(f"events[{i}].{name} is over {settings.max_id_chars} characters")
+    events = [Event(e.event_id, e.search_id, e.doc_id, e.type, e.ts) for e in body.events]
+    return svc.feedback(events)

@@ -8,6 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
+class ErrorOut(BaseModel):
+    detail: Any = Field(description="what went wrong and what to fix (a list of field errors for 422 validation)")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -54,6 +54,7 @@ class TrainConfig:
     loss: LossName = "mnrl+contrastive"
     epochs: float = 1.0
     batch_size: int = 32
+    cuda_batch_size: int | None = None  # used instead of batch_size on CUDA (the GPU has room for more)
     learning_rate: float | None = None
     warmup_ratio: float = 0.1
     max_steps: int | None = None
@@ -79,6 +80,7 @@ class TrainConfig:
         checks = {
             "epochs must be > 0": self.epochs > 0,
             "batch_size must be >= 2": self.batch_size >= 2,
+            "cuda_batch_size must be >= 2": self.cuda_batch_size is None or self.cuda_batch_size >= 2,
             "max_steps must be >= 1": self.max_steps is None or self.max_steps >= 1,
             "max_minutes must be > 0": self.max_minutes is None or self.max_minutes > 0,
             "dim must be >= 1": self.dim is None or self.dim >= 1,
@@ -414,7 +416,7 @@ def _training_args(work_dir: Path, config: TrainConfig, device: str, progress: b
     return SentenceTransformerTrainingArguments(
         output_dir=str(work_dir),  # removed before saving: nothing but the model may land in out_dir
         num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
+        per_device_train_batch_size=(config.cuda_batch_size or config.batch_size) if cuda else config.batch_size,
         learning_rate=config.effective_learning_rate(),
         **warmup,
         batch_sampler=BatchSamplers.NO_DUPLICATES,  # an in-batch duplicate would be a false negative
