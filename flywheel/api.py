@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -113,6 +115,12 @@ _STATUS: list[tuple[type[Exception], int]] = [
 ]
 
 
+_ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 503)
+_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+    for status in _ERROR_STATUSES
+}
+
 # --- body guard -------------------------------------------------------------------------------------------
 
 
@@ -158,8 +166,20 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class _SafeJSON(JSONResponse):
+    """JSON escaped to ASCII: an error that echoes hostile input (a lone surrogate) still encodes."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status)
+    return _SafeJSON({"detail": message}, status_code=status)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 body, safely encoded."""
+    return _SafeJSON({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
 
 # --- the app ----------------------------------------------------------------------------------------------
@@ -198,7 +218,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         version=__version__,
         description="Retrieval with a feedback loop: search, send clicks and skips, and let the model improve.",
         lifespan=lifespan,
-        responses={status: {"model": ErrorOut} for status in (401, 403, 404, 409, 413, 422, 503)},
+        responses={status: {"model": ErrorOut} for status in _ERROR_STATUSES},
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
@@ -208,6 +228,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
 
     for exc_type, status in _STATUS:
         app.add_exception_handler(exc_type, _handler(status))
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.post("/documents", response_model=UpsertOut, dependencies=[AdminRole], tags=["documents"])
     def post_documents(body: DocumentsIn, svc: ServiceDep) -> UpsertOut:
@@ -317,7 +338,13 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         """One report.json: decision, reasons, metrics with CIs, counts, training, examples."""
         return load_report(settings.reports_dir, cycle_id)
 
-    @app.get("/reports/{cycle_id}/html", response_class=HTMLResponse, dependencies=[AdminRole], tags=["reports"])
+    @app.get(
+        "/reports/{cycle_id}/html",
+        response_class=HTMLResponse,
+        dependencies=[AdminRole],
+        tags=["reports"],
+        responses=_JSON_ERRORS,  # the page is HTML; its errors are JSON like everywhere else
+    )
     def get_report_html(cycle_id: str) -> HTMLResponse:
         """The self-contained HTML report for a person to review."""
         return HTMLResponse(report_html_path(settings.reports_dir, cycle_id).read_text(encoding="utf-8"))
