@@ -14,7 +14,7 @@ def _plain(value: str) -> str:
     if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
         raise ValueError("contains a lone UTF-16 surrogate, which is not valid Unicode: send UTF-8 text")
     if "\x00" in value:
-        raise ValueError("contains a NUL character")
+        raise ValueError("contains control characters (NUL); send plain text")
     return value
 
 
