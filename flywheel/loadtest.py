@@ -91,7 +91,12 @@ def feedback_storm(
     n_dup = round(events_per_client * duplicate_rate)
     originals = [
         [
-            {"event_id": f"c{c}-e{i}", "search_id": sid, "doc_id": rng.choice(shown), "type": rng.choice(["click", "skip"])}
+            {
+                "event_id": f"c{c}-e{i}",
+                "search_id": sid,
+                "doc_id": rng.choice(shown),
+                "type": rng.choice(["click", "skip"]),
+            }
             for i in range(events_per_client - n_dup)
         ]
         for c, (sid, shown) in enumerate(searches)

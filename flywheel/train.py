@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -198,7 +199,7 @@ def train_in_subprocess(
     ctx = mp.get_context("spawn")
     child = ctx.Process(
         target=_child_main,
-        args=(base_model, list(examples), list(pairs), str(tmp), asdict(config), str(error_file)),
+        args=(base_model, list(examples), list(pairs), str(tmp), asdict(config), str(error_file), os.getpid()),
         name="flywheel-train",
         daemon=True,
     )
@@ -475,10 +476,30 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
     os.rename(tmp, out_dir)
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Exit when the parent is gone: after a kill -9 of the server, an orphaned child must not keep training
+    and write a model into the registry that the restarted server has already cleaned."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _child_main(
-    base_model: str, examples: list, pairs: list, tmp: str, config: dict[str, Any], error_file: str
+    base_model: str,
+    examples: list,
+    pairs: list,
+    tmp: str,
+    config: dict[str, Any],
+    error_file: str,
+    parent_pid: int | None = None,
 ) -> None:
     """Entry point of the training child: train into `tmp`, or report the error to the parent and exit 1."""
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     try:
         _train_into(base_model, examples, Path(tmp), TrainConfig(**config), True, pairs)
     except BaseException as exc:  # everything must reach the parent, as text

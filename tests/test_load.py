@@ -65,7 +65,9 @@ def test_searches_during_swaps_never_fail_or_mix_versions(settings: Settings, tm
         query, k = "which guitar is good for a dog", 5
         expected = {}
         for encoder in (v1, v2):
-            hits = service.index.search(encoder.encode([query])[0], k, collection=service.index.collection(encoder.version))
+            hits = service.index.search(
+                encoder.encode([query])[0], k, collection=service.index.collection(encoder.version)
+            )
             expected[encoder.version] = [(h.doc_id, round(h.score, 4)) for h in hits]
         assert expected["v1"] != expected["v2"]
 
