@@ -87,7 +87,9 @@ def test_kill_9_in_training_and_in_the_swap_then_a_normal_cycle(tmp_path: Path, 
     # The orphaned training child notices its parent is gone and exits instead of finishing into the registry.
     wait_until(lambda: not marked_processes(env[MARKER]), 30, "a training child outlived the server")
 
-    server = ServerProcess(data, env)
+    # The restart is a server that will kill itself in the next swap (one start fewer; it behaves normally
+    # until the alias moves to a candidate).
+    server = ServerProcess(data, env, inject=KILL_IN_SWAP)
     http = httpx.Client(base_url=server.url, timeout=60)
     assert http.get("/healthz").json()["model_version"] == "v1"
     record = cycle(http, first)
@@ -95,11 +97,8 @@ def test_kill_9_in_training_and_in_the_swap_then_a_normal_cycle(tmp_path: Path, 
     assert sorted(p.name for p in (data / "models").iterdir() if p.name.startswith(".")) == []
     statuses = {v["version"]: v["status"] for v in http.get("/models").json()["versions"]}
     assert statuses["v1"] == "incumbent" and set(statuses.values()) <= {"incumbent", "failed"}
-    server.stop()
 
     # 2. kill -9 right after the alias moved to the candidate, before the encoder and registry follow.
-    server = ServerProcess(data, env, inject=KILL_IN_SWAP)
-    http = httpx.Client(base_url=server.url, timeout=60)
     second = http.post("/cycles").json()["cycle_id"]
     assert server.proc.wait(timeout=300) == -9, "the server was not killed in the swap (did the cycle promote?)"
     candidate = max((p.name for p in (data / "models").iterdir() if p.name.startswith("v")), key=lambda n: int(n[1:]))
