@@ -19,7 +19,9 @@ from typing import Any
 _context: ContextVar[dict[str, Any] | None] = ContextVar("flywheel_log_context", default=None)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is worth printing.
+# (uvicorn's `color_message` is the same message with terminal colours: noise in a log file.)
 _STANDARD = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime", "taskName"}
+_STANDARD.add("color_message")
 
 
 @contextmanager
