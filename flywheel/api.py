@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -17,6 +19,7 @@ from flywheel import __version__
 from flywheel.config import Settings
 from flywheel.cycle import rollback
 from flywheel.errors import Conflict, FlywheelError, InvalidInput, NotFound, PayloadTooLarge, StoreLocked
+from flywheel.metrics import Metrics, install
 from flywheel.report import list_reports, load_report, report_html_path
 from flywheel.scheduler import CycleRunner
 from flywheel.schemas import (
@@ -25,6 +28,7 @@ from flywheel.schemas import (
     CycleStarted,
     DocumentIn,
     DocumentsIn,
+    ErrorOut,
     FeedbackIn,
     FeedbackOut,
     HealthOut,
@@ -112,6 +116,12 @@ _STATUS: list[tuple[type[Exception], int]] = [
 ]
 
 
+_ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 503)
+_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+    for status in _ERROR_STATUSES
+}
+
 # --- body guard -------------------------------------------------------------------------------------------
 
 
@@ -157,8 +167,20 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class _SafeJSON(JSONResponse):
+    """JSON escaped to ASCII: an error that echoes hostile input (a lone surrogate) still encodes."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status)
+    return _SafeJSON({"detail": message}, status_code=status)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 body, safely encoded."""
+    return _SafeJSON({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
 
 # --- the app ----------------------------------------------------------------------------------------------
@@ -180,7 +202,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = service is None
         app.state.service = Service.open(settings, progress=True) if owned else service
-        app.state.runner = CycleRunner(app.state.service)
+        app.state.runner = CycleRunner(app.state.service, on_finish=metrics.observe_cycle)
         app.state.runner.recover()
         app.state.runner.start_schedule(settings)
         if not settings.auth_enabled:
@@ -197,12 +219,17 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         version=__version__,
         description="Retrieval with a feedback loop: search, send clicks and skips, and let the model improve.",
         lifespan=lifespan,
+        responses={status: {"model": ErrorOut} for status in _ERROR_STATUSES},
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    metrics = app.state.metrics = Metrics()
+    metrics.watch_service(lambda: getattr(app.state, "service", None))
+    install(app, metrics, [] if settings.metrics_public else [SearchRole])
 
     for exc_type, status in _STATUS:
         app.add_exception_handler(exc_type, _handler(status))
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.post("/documents", response_model=UpsertOut, dependencies=[AdminRole], tags=["documents"])
     def post_documents(body: DocumentsIn, svc: ServiceDep) -> UpsertOut:
@@ -235,6 +262,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
             if value is not None and len(value) > settings.max_id_chars:
                 raise InvalidInput(f"{name} is over {settings.max_id_chars} characters")
         result = svc.search(body.query, k, body.user_id, body.session_id)
+        log.info("search", extra={"search_id": result.search_id, "model_version": result.model_version, "k": k})
         hits = [
             HitOut(doc_id=h.doc_id, text=h.text, score=h.score, rank=i, metadata=h.metadata)
             for i, h in enumerate(result.hits, start=1)
@@ -244,18 +272,12 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     @app.post("/feedback", response_model=FeedbackOut, dependencies=[SearchRole], tags=["search"])
     def feedback(body: FeedbackIn, svc: ServiceDep) -> FeedbackOut:
         """Record clicks and skips; all-or-nothing per batch, idempotent by event_id."""
-        if not body.events:
-            raise InvalidInput("events must not be empty")
-        if len(body.events) > settings.max_events_per_request:
-            raise PayloadTooLarge(
-                f"{len(body.events)} events in one request; the limit is {settings.max_events_per_request}"
-            )
-        for i, e in enumerate(body.events):
-            for name in ("event_id", "search_id", "doc_id"):
-                if len(getattr(e, name)) > settings.max_id_chars:
-                    raise InvalidInput(f"events[{i}].{name} is over {settings.max_id_chars} characters")
-        events = [Event(e.event_id, e.search_id, e.doc_id, e.type, e.ts) for e in body.events]
-        accepted, duplicates = svc.feedback(events)
+        try:
+            accepted, duplicates = _store_feedback(settings, body, svc)
+        except FlywheelError:
+            metrics.observe_rejected(len(body.events))
+            raise
+        metrics.observe_feedback(accepted, duplicates)
         return FeedbackOut(accepted=accepted, duplicates=duplicates)
 
     @app.get("/healthz", response_model=HealthOut, dependencies=[SearchRole], tags=["ops"])
@@ -317,7 +339,13 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         """One report.json: decision, reasons, metrics with CIs, counts, training, examples."""
         return load_report(settings.reports_dir, cycle_id)
 
-    @app.get("/reports/{cycle_id}/html", response_class=HTMLResponse, dependencies=[AdminRole], tags=["reports"])
+    @app.get(
+        "/reports/{cycle_id}/html",
+        response_class=HTMLResponse,
+        dependencies=[AdminRole],
+        tags=["reports"],
+        responses=_JSON_ERRORS,  # the page is HTML; its errors are JSON like everywhere else
+    )
     def get_report_html(cycle_id: str) -> HTMLResponse:
         """The self-contained HTML report for a person to review."""
         return HTMLResponse(report_html_path(settings.reports_dir, cycle_id).read_text(encoding="utf-8"))
@@ -356,3 +384,19 @@ def _check_documents(settings: Settings, docs: list[DocumentIn]) -> None:
             )
         if len(json.dumps(d.metadata, ensure_ascii=False)) > settings.max_metadata_bytes:
             raise InvalidInput(f"documents[{i}].metadata is over {settings.max_metadata_bytes} bytes as JSON")
+
+
+def _store_feedback(settings: Settings, body: FeedbackIn, svc: Service) -> tuple[int, int]:
+    """Apply the limits to a feedback batch and store it; returns (accepted, duplicates)."""
+    if not body.events:
+        raise InvalidInput("events must not be empty")
+    if len(body.events) > settings.max_events_per_request:
+        raise PayloadTooLarge(
+            f"{len(body.events)} events in one request; the limit is {settings.max_events_per_request}"
+        )
+    for i, e in enumerate(body.events):
+        for name in ("event_id", "search_id", "doc_id"):
+            if len(getattr(e, name)) > settings.max_id_chars:
+                raise InvalidInput(f"events[{i}].{name} is over {settings.max_id_chars} characters")
+    events = [Event(e.event_id, e.search_id, e.doc_id, e.type, e.ts) for e in body.events]
+    return svc.feedback(events)

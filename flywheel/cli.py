@@ -75,8 +75,16 @@ def serve(
     def start() -> None:
         settings = _settings(config, data_dir=data_dir, host=host, port=port)
         check_bind(settings)
-        _setup_logging(settings.log_level)
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+        from flywheel.logs import setup_logging, uvicorn_log_config
+
+        setup_logging(settings.log_level, settings.log_format)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=uvicorn_log_config(),
+        )
 
     _run(start)
 

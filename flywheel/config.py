@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     admin_keys: CommaList = Field(default_factory=list, description="comma-separated; admin role")
     search_keys: CommaList = Field(default_factory=list, description="comma-separated; search role")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description="json: one object per line with search/cycle ids")
+    metrics_public: bool = Field(False, description="serve GET /metrics without a key even when keys are set")
 
     # Input limits (each breach is a 4xx that names the limit).
     max_query_chars: int = Field(2000, ge=1)
@@ -90,6 +92,9 @@ class Settings(BaseSettings):
     train_loss: str | None = Field(None, description="default: the measured best (see README)")
     train_epochs: float = Field(1.0, gt=0)
     train_batch_size: int = Field(32, ge=2)
+    train_batch_size_cuda: int | None = Field(
+        128, ge=2, description="batch size when training runs on CUDA (more in-batch negatives); unset: the above"
+    )
     train_learning_rate: float | None = Field(None, gt=0)
     train_max_steps: int | None = Field(None, ge=1)
     train_max_minutes: float | None = Field(30.0, gt=0)

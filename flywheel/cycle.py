@@ -40,6 +40,7 @@ def train_config(settings: Any) -> TrainConfig:
     config = TrainConfig(
         epochs=settings.train_epochs,
         batch_size=settings.train_batch_size,
+        cuda_batch_size=getattr(settings, "train_batch_size_cuda", None),
         learning_rate=settings.train_learning_rate,
         max_steps=settings.train_max_steps,
         max_minutes=settings.train_max_minutes,

@@ -19,6 +19,7 @@ from typing import Any
 
 from flywheel.config import Settings
 from flywheel.errors import Conflict, NotFound
+from flywheel.logs import log_context
 from flywheel.pairs import count_new_pairs
 from flywheel.registry import VERSION_RE, mark_discarded
 from flywheel.service import Service
@@ -48,9 +49,11 @@ def new_cycle_id() -> str:
 class CycleRunner:
     """Starts cycles in a background thread, records their state, and guarantees one at a time."""
 
-    def __init__(self, service: Service) -> None:
-        """Args: service: the open Service whose data dir the cycles work on."""
+    def __init__(self, service: Service, on_finish: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Args: service: the open Service whose data dir the cycles work on; on_finish: called with each
+        finished cycle's report (metrics), or with {"decision": "failed"} when the cycle crashed."""
         self.service = service
+        self.on_finish = on_finish
         self.store = service.store
         self.owner = uuid.uuid4().hex  # this process instance
         self._thread: threading.Thread | None = None
@@ -139,6 +142,13 @@ class CycleRunner:
             con.execute("DELETE FROM cycle_lock").fetchall()
         registry, index = self.service.registry, self.service.index
         known = {v.version for v in registry.versions()}
+        serving = registry.incumbent().version
+        for entry in registry.versions():
+            # A candidate that never got its verdict (killed mid-evaluation or mid-swap) must not linger.
+            if entry.status == "candidate" and entry.version != serving:
+                log.warning("discarding the interrupted candidate %s", entry.version)
+                index.drop(entry.version)
+                mark_discarded(registry, entry.version, "failed", {"error": "interrupted: the server stopped"})
         for version in index.versions():
             if version not in known:
                 log.warning("dropping leftover collection %s", index.collection(version))
@@ -204,6 +214,10 @@ class CycleRunner:
             self._thread.join(timeout)
 
     def _run(self, cycle_id: str, on_stage: Callable[[str], None] | None, kind: str = "full") -> None:
+        with log_context(cycle_id=cycle_id):  # every log line of this cycle's thread carries its id
+            self._run_logged(cycle_id, on_stage, kind)
+
+    def _run_logged(self, cycle_id: str, on_stage: Callable[[str], None] | None, kind: str) -> None:
         from flywheel.adapter_cycle import run_any_cycle
 
         def stage(name: str) -> None:
@@ -212,9 +226,12 @@ class CycleRunner:
             if on_stage is not None:
                 on_stage(name)
 
+        notified = False
         try:
             self.update(cycle_id, state="running", stage="starting")
             report = run_any_cycle(self.service, cycle_id, on_stage=stage, mode=kind)
+            # Observers first: whoever sees the final state in GET /cycles also sees it in /metrics.
+            notified = self._notify(report)
             self.update(
                 cycle_id,
                 state=report["decision"],
@@ -226,9 +243,20 @@ class CycleRunner:
             )
         except Exception as exc:  # a cycle's failure must never take the server down
             log.exception("cycle %s failed", cycle_id)
+            if not notified:
+                self._notify({"cycle_id": cycle_id, "decision": "failed", "timings": {}})
             self.update(cycle_id, state="failed", finished_at=utcnow(), error=f"{exc}\n{traceback.format_exc()}")
         finally:
             self._release(cycle_id)
+
+    def _notify(self, report: dict[str, Any]) -> bool:
+        """Hand a finished cycle's report to `on_finish`; an observer's bug never fails the cycle."""
+        if self.on_finish is not None:
+            try:
+                self.on_finish(report)
+            except Exception:
+                log.exception("on_finish observer failed")
+        return True
 
     # --- the schedule -----------------------------------------------------------------------------------
 

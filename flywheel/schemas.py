@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+
+def _plain(value: str) -> str:
+    """Refuse what cannot be stored, encoded or logged: lone surrogates (not Unicode text) and NUL."""
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise ValueError("contains a lone UTF-16 surrogate, which is not valid Unicode: send UTF-8 text")
+    if "\x00" in value:
+        raise ValueError("contains control characters (NUL); send plain text")
+    return value
+
+
+def _identifier(value: str) -> str:
+    """Ids end up in logs, SQL rows and URLs: no control characters at all."""
+    _plain(value)
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        raise ValueError("contains control characters; ids must be printable")
+    return value
+
+
+PlainStr = Annotated[str, AfterValidator(_plain)]
+IdStr = Annotated[str, AfterValidator(_identifier)]
+
+
+class ErrorOut(BaseModel):
+    detail: Any = Field(description="what went wrong and what to fix (a list of field errors for 422 validation)")
 
 
 class _Strict(BaseModel):
@@ -13,9 +39,18 @@ class _Strict(BaseModel):
 
 
 class DocumentIn(_Strict):
-    id: str = Field(min_length=1, description="your id for the document; re-posting an id replaces it")
-    text: str = Field(min_length=1)
+    id: IdStr = Field(min_length=1, description="your id for the document; re-posting an id replaces it")
+    text: PlainStr = Field(min_length=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _encodable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except (UnicodeEncodeError, ValueError) as exc:
+            raise ValueError(f"metadata is not storable as UTF-8 JSON ({type(exc).__name__})") from None
+        return value
 
 
 class DocumentsIn(_Strict):
@@ -27,10 +62,10 @@ class UpsertOut(BaseModel):
 
 
 class SearchIn(_Strict):
-    query: str
+    query: PlainStr
     k: StrictInt | None = Field(None, description="number of hits; default and maximum come from settings")
-    user_id: str | None = None
-    session_id: str | None = None
+    user_id: IdStr | None = None
+    session_id: IdStr | None = None
 
 
 class HitOut(BaseModel):
@@ -48,11 +83,21 @@ class SearchOut(BaseModel):
 
 
 class EventIn(_Strict):
-    event_id: str = Field(min_length=1, description="idempotency key: a repeated event_id is not stored twice")
-    search_id: str = Field(min_length=1)
-    doc_id: str = Field(min_length=1)
+    event_id: IdStr = Field(min_length=1, description="idempotency key: a repeated event_id is not stored twice")
+    search_id: IdStr = Field(min_length=1)
+    doc_id: IdStr = Field(min_length=1)
     type: Literal["click", "skip", "thumbs_up", "thumbs_down"]
     ts: datetime | None = Field(None, description="when it happened; default: when it was received")
+
+    @field_validator("ts")
+    @classmethod
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("ts is out of range once converted to UTC") from None
+        return value
 
 
 class FeedbackIn(_Strict):
@@ -95,7 +140,7 @@ class CycleStarted(BaseModel):
 
 
 class RollbackIn(_Strict):
-    to: str | None = Field(None, description="version to serve; default: the one before the incumbent")
+    to: IdStr | None = Field(None, description="version to serve; default: the one before the incumbent")
 
 
 class RollbackOut(BaseModel):

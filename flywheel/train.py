@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -54,6 +55,7 @@ class TrainConfig:
     loss: LossName = "mnrl+contrastive"
     epochs: float = 1.0
     batch_size: int = 32
+    cuda_batch_size: int | None = None  # used instead of batch_size on CUDA (the GPU has room for more)
     learning_rate: float | None = None
     warmup_ratio: float = 0.1
     max_steps: int | None = None
@@ -79,6 +81,7 @@ class TrainConfig:
         checks = {
             "epochs must be > 0": self.epochs > 0,
             "batch_size must be >= 2": self.batch_size >= 2,
+            "cuda_batch_size must be >= 2": self.cuda_batch_size is None or self.cuda_batch_size >= 2,
             "max_steps must be >= 1": self.max_steps is None or self.max_steps >= 1,
             "max_minutes must be > 0": self.max_minutes is None or self.max_minutes > 0,
             "dim must be >= 1": self.dim is None or self.dim >= 1,
@@ -196,7 +199,7 @@ def train_in_subprocess(
     ctx = mp.get_context("spawn")
     child = ctx.Process(
         target=_child_main,
-        args=(base_model, list(examples), list(pairs), str(tmp), asdict(config), str(error_file)),
+        args=(base_model, list(examples), list(pairs), str(tmp), asdict(config), str(error_file), os.getpid()),
         name="flywheel-train",
         daemon=True,
     )
@@ -414,7 +417,7 @@ def _training_args(work_dir: Path, config: TrainConfig, device: str, progress: b
     return SentenceTransformerTrainingArguments(
         output_dir=str(work_dir),  # removed before saving: nothing but the model may land in out_dir
         num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
+        per_device_train_batch_size=(config.cuda_batch_size or config.batch_size) if cuda else config.batch_size,
         learning_rate=config.effective_learning_rate(),
         **warmup,
         batch_sampler=BatchSamplers.NO_DUPLICATES,  # an in-batch duplicate would be a false negative
@@ -473,10 +476,30 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
     os.rename(tmp, out_dir)
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Exit when the parent is gone: after a kill -9 of the server, an orphaned child must not keep training
+    and write a model into the registry that the restarted server has already cleaned."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _child_main(
-    base_model: str, examples: list, pairs: list, tmp: str, config: dict[str, Any], error_file: str
+    base_model: str,
+    examples: list,
+    pairs: list,
+    tmp: str,
+    config: dict[str, Any],
+    error_file: str,
+    parent_pid: int | None = None,
 ) -> None:
     """Entry point of the training child: train into `tmp`, or report the error to the parent and exit 1."""
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     try:
         _train_into(base_model, examples, Path(tmp), TrainConfig(**config), True, pairs)
     except BaseException as exc:  # everything must reach the parent, as text
