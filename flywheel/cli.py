@@ -327,7 +327,7 @@ def demo(
         "flywheel-demo"
     ),
     force: Annotated[bool, typer.Option("--force", help="Replace a previous demo's folder.")] = False,
-    queries: Annotated[int, typer.Option(help="Distinct simulated queries (of the shipped 4,715).", min=10)] = 3000,
+    queries: Annotated[int, typer.Option(help="Distinct simulated queries (of the shipped 3,500).", min=10)] = 3000,
     rounds: Annotated[int, typer.Option(help="Times each query is asked.", min=1)] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the simulated users.")] = 0,
     base_model: Annotated[str | None, typer.Option(help="Model to start from (default: packaged MiniLM).")] = None,

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,7 +182,7 @@ def _ingest(http: httpx.Client, world: RetrievalSet, batch: int, console: Consol
     """POST the corpus in batches, with a progress bar."""
     docs = [{"id": d.id, "text": d.text} for d in world.corpus]
     bar = progress_bar(transient=True) if console else None
-    with bar or _nullcontext():
+    with bar or nullcontext():
         task = bar.add_task("embedding the corpus", total=len(docs)) if bar else None
         for start in range(0, len(docs), batch):
             _call(http, "POST", "/documents", json={"documents": docs[start : start + batch]})
@@ -207,14 +207,6 @@ def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
     if response.status_code >= 400:
         raise FlywheelError(f"{method} {path} answered HTTP {response.status_code}: {response.text[:300]}")
     return response.json()
-
-
-class _nullcontext:  # noqa: N801 - a stand-in for a disabled progress bar
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
