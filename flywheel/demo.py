@@ -9,6 +9,7 @@ the report's path are printed.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import socket
@@ -35,16 +36,16 @@ from flywheel.simulate import UserModel, simulate
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "quora" / "demo"
 MARKER = ".flywheel-demo"  # written first into a demo dir, so --force only ever wipes a demo's own folder
 
-# Settings the demo runs with (anything not named here comes from FLYWHEEL_* variables or the defaults).
+# Settings the demo runs with unless a FLYWHEEL_* variable says otherwise (the rest keep their defaults).
 # Each is a normal setting a deployment could choose; none touches how the gate decides.
 DEMO_SETTINGS: dict[str, Any] = {
     # The demo has one burst of traffic rather than months of it: hold out more query groups than the
     # default 20% so the held-out error has a CI narrow enough to show a real change.
     "heldout_percent": 40,
-    # A short run on CPU: a few hundred steps at a learning rate a little above the library default.
-    "train_learning_rate": 5e-5,
-    "train_max_minutes": 8.0,
-    "max_cycle_minutes": 30.0,
+    # A short run on CPU: a capped number of steps at a learning rate above the library default.
+    "train_learning_rate": 1e-4,
+    "train_batch_size": 16,
+    "train_max_steps": 100,
 }
 
 
@@ -76,8 +77,12 @@ class DemoResult:
 
 
 def demo_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """The demo's settings: DEMO_SETTINGS on `data_dir`, with a throw-away admin key for the HTTP calls."""
-    values = {**DEMO_SETTINGS, "admin_keys": [secrets.token_hex(16)], "search_keys": [], **overrides}
+    """The demo's settings on `data_dir`: arguments win over FLYWHEEL_* variables, which win over DEMO_SETTINGS.
+
+    A throw-away admin key protects the demo server's routes (the demo's own client sends it).
+    """
+    demo = {k: v for k, v in DEMO_SETTINGS.items() if f"FLYWHEEL_{k.upper()}" not in os.environ}
+    values = {**demo, "admin_keys": [secrets.token_hex(16)], "search_keys": [], **overrides}
     return Settings(data_dir=data_dir, **values)
 
 
@@ -262,6 +267,14 @@ def print_result(console: Console, result: DemoResult) -> None:
         table.add_row(*row)
     console.print(table)
     report = result.report
+    counts = report.get("counts") or {}
+    if counts:
+        console.print(
+            f"mined {counts.get('pairs', 0):,} pairs ({counts.get('positives', 0):,} clicks, "
+            f"{counts.get('negatives', 0):,} skips) from {counts.get('searches', 0):,} searches: "
+            f"{counts.get('train_pairs', 0):,} to train on, {counts.get('heldout_pairs', 0):,} held out "
+            f"({counts.get('heldout_queries', 0):,} query groups)"
+        )
     if result.decision == "promoted":
         console.print(
             f"decision: [green]PROMOTED[/green]: {report['serving_after']} now serves (was {report['incumbent']})"

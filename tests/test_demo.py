@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flywheel.cli import app
-from flywheel.demo import MARKER, load_world, prepare_data_dir, table_rows
+from flywheel.demo import DEMO_SETTINGS, MARKER, demo_settings, load_world, prepare_data_dir, table_rows
 from flywheel.errors import InvalidInput
 
 runner = CliRunner()
@@ -41,6 +41,15 @@ def test_data_dir_must_be_new_or_a_previous_demo_with_force(tmp_path: Path) -> N
         prepare_data_dir(demo_dir)
     prepare_data_dir(demo_dir, force=True)
     assert sorted(p.name for p in demo_dir.iterdir()) == [MARKER]
+
+
+def test_demo_settings_yield_to_environment_and_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYWHEEL_HELDOUT_PERCENT", "25")
+    settings = demo_settings(tmp_path, train_max_steps=7)
+    assert settings.heldout_percent == 25 and settings.train_max_steps == 7
+    others = {k: v for k, v in DEMO_SETTINGS.items() if k not in ("heldout_percent", "train_max_steps")}
+    assert all(getattr(settings, k) == v for k, v in others.items())
+    assert len(settings.admin_keys) == 1 and settings.data_dir == tmp_path
 
 
 def test_cli_refuses_a_non_empty_folder_with_one_line(tmp_path: Path) -> None:
