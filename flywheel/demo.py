@@ -42,7 +42,10 @@ DEMO_SETTINGS: dict[str, Any] = {
     # The demo has one burst of traffic rather than months of it: hold out more query groups than the
     # default 20% so the held-out error has a CI narrow enough to show a real change.
     "heldout_percent": 40,
-    # A short run on CPU: a capped number of steps at a learning rate above the library default.
+}
+# Added only when the cycle fine-tunes the whole model (not in adapter mode, which has its own defaults):
+# a capped number of small steps at a learning rate above the library default, sized for a 2-core CPU.
+FULL_FINETUNE_SETTINGS: dict[str, Any] = {
     "train_learning_rate": 1e-4,
     "train_batch_size": 16,
     "train_max_steps": 100,
@@ -77,13 +80,19 @@ class DemoResult:
 
 
 def demo_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """The demo's settings on `data_dir`: arguments win over FLYWHEEL_* variables, which win over DEMO_SETTINGS.
+    """The demo's settings on `data_dir`: arguments win over FLYWHEEL_* variables, which win over the demo's own.
 
     A throw-away admin key protects the demo server's routes (the demo's own client sends it).
     """
-    demo = {k: v for k, v in DEMO_SETTINGS.items() if f"FLYWHEEL_{k.upper()}" not in os.environ}
-    values = {**demo, "admin_keys": [secrets.token_hex(16)], "search_keys": [], **overrides}
-    return Settings(data_dir=data_dir, **values)
+
+    def unset(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if f"FLYWHEEL_{k.upper()}" not in os.environ and k not in overrides}
+
+    values = {**unset(DEMO_SETTINGS), "admin_keys": [secrets.token_hex(16)], "search_keys": [], **overrides}
+    settings = Settings(data_dir=data_dir, **values)
+    if settings.train_adapter:
+        return settings
+    return Settings(data_dir=data_dir, **values, **unset(FULL_FINETUNE_SETTINGS))
 
 
 def prepare_data_dir(data_dir: Path, force: bool = False) -> None:

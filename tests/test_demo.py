@@ -10,7 +10,15 @@ import pytest
 from typer.testing import CliRunner
 
 from flywheel.cli import app
-from flywheel.demo import DEMO_SETTINGS, MARKER, demo_settings, load_world, prepare_data_dir, table_rows
+from flywheel.demo import (
+    DEMO_SETTINGS,
+    FULL_FINETUNE_SETTINGS,
+    MARKER,
+    demo_settings,
+    load_world,
+    prepare_data_dir,
+    table_rows,
+)
 from flywheel.errors import InvalidInput
 
 runner = CliRunner()
@@ -47,9 +55,12 @@ def test_demo_settings_yield_to_environment_and_arguments(tmp_path: Path, monkey
     monkeypatch.setenv("FLYWHEEL_HELDOUT_PERCENT", "25")
     settings = demo_settings(tmp_path, train_max_steps=7)
     assert settings.heldout_percent == 25 and settings.train_max_steps == 7
-    others = {k: v for k, v in DEMO_SETTINGS.items() if k not in ("heldout_percent", "train_max_steps")}
-    assert all(getattr(settings, k) == v for k, v in others.items())
+    others = {**DEMO_SETTINGS, **FULL_FINETUNE_SETTINGS}
+    others = {k: v for k, v in others.items() if k not in ("heldout_percent", "train_max_steps")}
+    assert others and all(getattr(settings, k) == v for k, v in others.items())
     assert len(settings.admin_keys) == 1 and settings.data_dir == tmp_path
+    adapter = demo_settings(tmp_path, train_adapter=True)  # adapter mode keeps its own training defaults
+    assert adapter.train_learning_rate is None and adapter.train_max_steps is None
 
 
 def test_cli_refuses_a_non_empty_folder_with_one_line(tmp_path: Path) -> None:
