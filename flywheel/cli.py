@@ -367,6 +367,48 @@ def evaluate(
     _run(go)
 
 
+# --- flywheel demo (issue 4): self-contained block ---------------------------------------------------------
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="A new or empty folder for the demo.")] = Path(
+        "flywheel-demo"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Replace a previous demo's folder.")] = False,
+    queries: Annotated[int, typer.Option(help="Distinct simulated queries (of the shipped 3,500).", min=10)] = 3000,
+    rounds: Annotated[int, typer.Option(help="Times each query is asked.", min=1)] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated users.")] = 0,
+    base_model: Annotated[str | None, typer.Option(help="Model to start from (default: packaged MiniLM).")] = None,
+    beir: Annotated[
+        Path | None,
+        typer.Option(help="A BEIR folder to use instead of the shipped Quora set (corpus, queries, qrels)."),
+    ] = None,
+) -> None:
+    """The whole loop on real Quora questions: ingest, simulated users over HTTP, one cycle, before/after."""
+    import time
+
+    def go() -> None:
+        from flywheel.demo import DemoPlan, demo_settings, load_world, prepare_data_dir, print_result, run_demo
+
+        started = time.monotonic()
+        world = load_world(beir) if beir else load_world()
+        settings = demo_settings(data_dir, **({"base_model": base_model} if base_model else {}))
+        prepare_data_dir(data_dir, force)
+        _setup_logging("warning")
+        console.print(
+            f"flywheel demo in {data_dir}: {len(world.corpus):,} documents, "
+            f"{min(queries, len(world.queries)):,} distinct queries x {rounds} round(s)"
+        )
+        result = run_demo(settings, world, DemoPlan(queries=queries, rounds=rounds, seed=seed), console)
+        print_result(console, result)
+        console.print(f"total {time.monotonic() - started:.0f} s")
+        if result.decision == "failed":
+            raise typer.Exit(1)
+
+    _run(go)
+
+
 class _open_or_client:  # noqa: N801 - used as a context manager
     """Open the data dir directly, or fall back to the running server's API when it holds the lock."""
 

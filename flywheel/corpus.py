@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flywheel.datasets import open_text
+from flywheel.datasets import iter_records
 from flywheel.errors import DataFormatError
 from flywheel.store import Document
+
+# The columns a CSV/TSV corpus header needs (JSONL rows may say `_id`, as BEIR corpora do).
+CORPUS_COLUMNS = ("id", "text")
 
 
 def _kind(path: Path) -> str:
@@ -61,27 +63,8 @@ def read_documents(path: Path | str) -> Iterator[Document]:
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
-    kind = _kind(path)
-    with open_text(path) as fh:
-        if kind == "jsonl":
-            for line, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise DataFormatError(f"{path}:{line}: not valid JSON ({exc.msg})") from exc
-                if not isinstance(row, dict):
-                    raise DataFormatError(f"{path}:{line}: each line must be a JSON object")
-                yield _document(path, line, row)
-            return
-        reader = csv.DictReader(fh, delimiter="\t" if kind == "tsv" else ",")
-        header = reader.fieldnames or []
-        missing = [c for c in ("id", "text") if c not in header]
-        if missing:
-            raise DataFormatError(f"{path}: header lacks column(s) {', '.join(missing)} (found: {header})")
-        for row in reader:
-            yield _document(path, reader.line_num, row)
+    for line, row in iter_records(path, columns=(CORPUS_COLUMNS,), kind=_kind(path)):
+        yield _document(path, line, row)
 
 
 def batched(items: Iterator[Document], size: int) -> Iterator[list[Document]]:

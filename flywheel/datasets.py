@@ -62,16 +62,14 @@ def load_labelled_pairs(path: str | Path) -> list[LabelledPair]:
     path = Path(path)
     pairs: list[LabelledPair] = []
     skipped: list[int] = []
-    for lineno, record in _iter_records(path):
+    for lineno, record in iter_records(path):
         pair = _labelled_from_record(path, lineno, record)
         if pair is None:
             skipped.append(lineno)
         else:
             pairs.append(pair)
     if skipped:
-        logger.warning(
-            "%s: skipped %d row(s) with an empty text (first at line %d)", path, len(skipped), skipped[0]
-        )
+        logger.warning("%s: skipped %d row(s) with an empty text (first at line %d)", path, len(skipped), skipped[0])
     return pairs
 
 
@@ -94,7 +92,7 @@ def load_training_examples(path: str | Path) -> list[TrainingExample]:
     path = Path(path)
     if not is_triplet_file(path):
         return examples_from_labelled(load_labelled_pairs(path))
-    examples = [_example_from_record(path, lineno, record) for lineno, record in _iter_records(path)]
+    examples = [_example_from_record(path, lineno, record) for lineno, record in iter_records(path)]
     return [ex for ex in examples if ex is not None]
 
 
@@ -107,7 +105,7 @@ def is_triplet_file(path: str | Path) -> bool:
     Returns:
         True when the first record has a `positive` column.
     """
-    first = next(_iter_records(Path(path)), None)
+    first = next(iter_records(Path(path)), None)
     return first is not None and "positive" in first[1]
 
 
@@ -174,15 +172,28 @@ def _file_kind(path: Path) -> str:
     return "tsv" if "\t" in first_line else "csv"
 
 
-def _iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, record dict) from a JSONL or delimited file."""
-    kind = _file_kind(path)
+def iter_records(
+    path: Path, columns: Sequence[Sequence[str]] = _LABELLED_SCHEMAS, kind: str | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, record dict) from a JSONL or delimited file: the one reader every loader shares.
+
+    Args:
+        path: The file (gzip is detected by content).
+        columns: Alternative sets of columns a TSV/CSV header must hold (any one set will do); JSONL
+            records are checked by the caller, record by record.
+        kind: "jsonl", "tsv" or "csv"; default from the suffix, sniffing the content when unsure.
+
+    Raises:
+        DataFormatError: Missing or unreadable file, invalid JSON, a header without the columns, or a row
+            of the wrong width; the message names the file and the line.
+    """
+    kind = kind or _file_kind(path)
     try:
         with open_text(path) as fh:
             if kind == "jsonl":
                 yield from _iter_jsonl(path, fh)
             else:
-                yield from _iter_delimited(path, fh, "\t" if kind == "tsv" else ",")
+                yield from _iter_delimited(path, fh, "\t" if kind == "tsv" else ",", columns)
     except UnicodeDecodeError as exc:
         raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from exc
     except (OSError, EOFError) as exc:
@@ -197,13 +208,15 @@ def _iter_jsonl(path: Path, fh: io.TextIOBase) -> Iterator[tuple[int, dict[str, 
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
+            raise DataFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
         if not isinstance(record, dict):
             raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
         yield lineno, record
 
 
-def _iter_delimited(path: Path, fh: io.TextIOBase, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _iter_delimited(
+    path: Path, fh: io.TextIOBase, delimiter: str, columns: Sequence[Sequence[str]]
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield header-keyed rows of a TSV/CSV file; the csv module handles quoted fields with newlines."""
     # Quora questions can exceed the csv module's default 128 KiB field limit only in corrupt files,
     # but a raised limit keeps such files readable so that the row-level checks can name the line.
@@ -216,11 +229,7 @@ def _iter_delimited(path: Path, fh: io.TextIOBase, delimiter: str) -> Iterator[t
     except csv.Error as exc:
         raise DataFormatError(f"{path}:1: unreadable header ({exc})") from exc
     header = [name.strip().lstrip("\ufeff") for name in header]
-    if not any(all(col in header for col in schema) for schema in _LABELLED_SCHEMAS):
-        raise DataFormatError(
-            f"{path}:1: header {header} lacks the columns {', '.join(QUORA_COLUMNS)} "
-            f"(or {', '.join(PAIR_COLUMNS)})"
-        )
+    _check_header(path, header, columns)
     while True:
         try:
             row = next(reader)
@@ -232,10 +241,20 @@ def _iter_delimited(path: Path, fh: io.TextIOBase, delimiter: str) -> Iterator[t
             continue
         if len(row) != len(header):
             raise DataFormatError(
-                f"{path}:{reader.line_num}: expected {len(header)} fields "
-                f"({', '.join(header)}), got {len(row)}"
+                f"{path}:{reader.line_num}: expected {len(header)} fields ({', '.join(header)}), got {len(row)}"
             )
         yield reader.line_num, dict(zip(header, row, strict=True))
+
+
+def _check_header(path: Path, header: list[str], columns: Sequence[Sequence[str]]) -> None:
+    """Raise naming the missing columns (of the first accepted set) unless one accepted set is complete."""
+    if not columns or any(all(col in header for col in schema) for schema in columns):
+        return
+    missing = [col for col in columns[0] if col not in header]
+    alternatives = "".join(f" (or {', '.join(schema)})" for schema in columns[1:])
+    raise DataFormatError(
+        f"{path}:1: header lacks column(s) {', '.join(missing)}{alternatives}; found: {', '.join(header)}"
+    )
 
 
 def _labelled_from_record(path: Path, lineno: int, record: dict[str, Any]) -> LabelledPair | None:
@@ -301,9 +320,7 @@ def _label(path: Path, lineno: int, column: str, value: Any) -> int:
     elif isinstance(value, str) and value.strip() in ("0", "1", "0.0", "1.0"):
         parsed = int(float(value.strip()))
     if parsed is None:
-        raise DataFormatError(
-            f"{path}:{lineno}: bad value in column '{column}': expected 0 or 1, got {_short(value)}"
-        )
+        raise DataFormatError(f"{path}:{lineno}: bad value in column '{column}': expected 0 or 1, got {_short(value)}")
     return parsed
 
 

@@ -5,30 +5,56 @@ chatbot integration does the same three things (search, show, report what the us
 
 The user model is the cascade model with position bias: the user reads results top-down; a relevant
 result at rank r is clicked with probability `click_prob * decay**(r-1)`; the results read before the click
-are reported as `skip`. Noise: with `wrong_click` a user clicks a non-relevant result instead, and with
-`no_click` leaves without clicking anything (no event is sent then).
+are reported as `skip`. Noise: each non-relevant result read is clicked by mistake with probability
+`wrong_click`, and with `no_click` a user leaves without clicking anything (no event is sent then).
+
+Deterministic: the same seed and the same answers give the same clicks, and event ids are derived from the
+search id, document and type (so a retried POST is deduplicated, as a real integration should arrange).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from rich.progress import Progress
 
+from flywheel.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class UserModel:
-    """How simulated users behave; see the module docstring."""
+    """How simulated users behave; see the module docstring.
+
+    Attributes:
+        click_prob: probability of clicking a relevant result at rank 1.
+        decay: position bias: the click probability is multiplied by this per rank further down.
+        wrong_click: probability of clicking each non-relevant result read (noise).
+        no_click: probability of leaving without any click (noise).
+        k: results requested per search (how far a user can read).
+    """
 
     click_prob: float = 0.95
     decay: float = 0.85
     wrong_click: float = 0.05
     no_click: float = 0.05
     k: int = 10
+
+    def __post_init__(self) -> None:
+        """Reject values that are not probabilities, so a typo cannot silently change the traffic."""
+        for name in ("click_prob", "decay", "wrong_click", "no_click"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise InvalidInput(f"UserModel.{name} must be between 0 and 1, got {value}")
+        if self.k < 1:
+            raise InvalidInput(f"UserModel.k must be at least 1, got {self.k}")
+
+    def click_probability(self, rank: int) -> float:
+        """Chance that a user who reads down to a relevant result at `rank` (1-based) clicks it."""
+        return self.click_prob * self.decay ** (rank - 1)
 
 
 @dataclass
@@ -99,7 +125,7 @@ def _behave(
     clicked: int | None = None
     for i, hit in enumerate(hits):
         is_relevant = hit["doc_id"] in relevant
-        if is_relevant and rng.random() < user.click_prob * user.decay**i:
+        if is_relevant and rng.random() < user.click_probability(i + 1):
             clicked = i
             break
         if not is_relevant and rng.random() < user.wrong_click:
@@ -117,7 +143,9 @@ def _behave(
 
 
 def _event(search_id: str, doc_id: str, kind: str) -> dict[str, Any]:
-    return {"event_id": uuid.uuid4().hex, "search_id": search_id, "doc_id": doc_id, "type": kind}
+    """One feedback event; its id is stable for (search, document, type), so resending it is harmless."""
+    event_id = hashlib.sha1(f"{search_id}\x1f{doc_id}\x1f{kind}".encode()).hexdigest()
+    return {"event_id": event_id, "search_id": search_id, "doc_id": doc_id, "type": kind}
 
 
 def _post(http: Any, path: str, payload: dict[str, Any]) -> dict[str, Any]:

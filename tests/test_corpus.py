@@ -33,8 +33,10 @@ def test_csv_with_metadata(tmp_path: Path) -> None:
         ("c.jsonl", '{"id": "a", "text": "x"}\n{"id": "b"}\n', "c.jsonl:2: missing or empty column 'text'"),
         ("c.jsonl", '{"id": "a", "text": "x"}\nnot json\n', "c.jsonl:2: not valid JSON"),
         ("c.csv", "key,text\n1,x\n", "header lacks column(s) id"),
-        ("c.csv", 'id,text,metadata\n1,x,{oops\n', "c.csv:2: column 'metadata' is not valid JSON"),
+        ("c.csv", "id,text,metadata\n1,x,{oops\n", "c.csv:2: column 'metadata' is not valid JSON"),
         ("c.parquet", "", "unknown file type"),
+        ("c.tsv", "id\ttext\n1\tok\n2\n", "c.tsv:3: expected 2 fields (id, text), got 1"),
+        ("c.jsonl", '{"id": "a", "text": "x"}\n["a"]\n', "c.jsonl:2: expected a JSON object, got list"),
     ],
 )
 def test_errors_name_file_and_line(tmp_path: Path, name: str, content: str, message: str) -> None:
