@@ -115,7 +115,8 @@ def test_train_file_is_used_whole_and_eval_file_held_out(pairs_file: Path, tmp_p
 def test_bad_grid_and_dims_are_one_line_errors(pairs_file: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="bad dim 'half'"):
         parse_dims(["full,half"])
-    result = runner.invoke(app, ["sweep", "--eval", str(pairs_file), "--modes", "lora", "--out", str(tmp_path / "x.csv")])
+    args = ["sweep", "--eval", str(pairs_file), "--modes", "lora", "--out", str(tmp_path / "x.csv")]
+    result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert "unknown mode 'lora'" in result.output
     assert not (tmp_path / "x.csv").exists()
