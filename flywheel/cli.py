@@ -406,6 +406,69 @@ def demo(
         if result.decision == "failed":
             raise typer.Exit(1)
 
+
+# --- sweep (issue 4): the seed experiment as a grid -------------------------------------------------------------
+
+
+@app.command()
+def sweep(
+    eval_file: Annotated[
+        Path | None, typer.Option("--eval", help="Held-out labelled pairs (default: the shipped Quora dev pairs).")
+    ] = None,
+    train_file: Annotated[
+        Path | None,
+        typer.Option("--train", help="Training pairs; without it the eval file is split in half by query."),
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Base model name or path; repeat for several.")
+    ] = None,
+    sizes: Annotated[str, typer.Option(help="Training sizes in pairs, comma-separated.")] = "100,300,1000,3000,10000",
+    dims: Annotated[str, typer.Option(help="Output dimensions: integers or 'full', comma-separated.")] = "full,256",
+    modes: Annotated[str, typer.Option(help="Training modes: full (fine-tune) and/or adapter.")] = "full,adapter",
+    out: Annotated[Path, typer.Option(help="Results CSV; rows already there are skipped (resume).")] = Path(
+        "sweep/sweep.csv"
+    ),
+    chart: Annotated[Path | None, typer.Option(help="PNG chart (default: the CSV path with .png).")] = None,
+    epochs: Annotated[float, typer.Option(help="Epochs per cell.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
+    loss: Annotated[str | None, typer.Option(help="Loss (default: the measured best).")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Training time cap per cell.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split, the subsets and training.")] = 42,
+    keep_models: Annotated[bool, typer.Option(help="Keep each cell's trained model.")] = False,
+) -> None:
+    """Train and evaluate a grid of base model x training size x dimension x mode; write a CSV and a chart."""
+
+    def go() -> None:
+        from flywheel.sweep import SHIPPED_EVAL, SweepSpec, parse_dims, parse_ints, run_sweep
+
+        spec = SweepSpec(
+            eval_file=eval_file or SHIPPED_EVAL,
+            train_file=train_file,
+            models=model or ["all-MiniLM-L6-v2"],
+            sizes=parse_ints([sizes], "size"),
+            dims=parse_dims([dims]),
+            modes=[m.strip() for m in modes.split(",") if m.strip()],
+            epochs=epochs,
+            batch_size=batch_size,
+            loss=loss,
+            seed=seed,
+            max_minutes=max_minutes,
+        )
+        _setup_logging("warning")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one sweep bar instead of a weight-loading bar per cell
+
+        def show(row: dict[str, Any]) -> None:
+            ci = f"[{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
+            console.print(
+                f"{row['model']} {row['mode']:<7} dim={row['dim']!s:<4} n={row['n_train']:<6} "
+                f"error {100 * row['error_rate']:.1f}% {ci}  train {float(row['train_seconds']):.0f} s"
+            )
+
+        rows = run_sweep(spec, out, chart, on_row=show)
+        console.print(f"{len(rows)} rows in {out}; chart: {chart or out.with_suffix('.png')}")
+
     _run(go)
 
 

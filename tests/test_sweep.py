@@ -1,0 +1,122 @@
+"""The sweep: a tiny grid on the tiny model writes CSV + PNG, survives an interruption and resumes without redoing."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flywheel.cli import app
+from flywheel.errors import InvalidInput
+from flywheel.sweep import SHIPPED_EVAL, SweepSpec, load_split, parse_dims, read_rows, run_sweep
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def pairs_file(tmp_path: Path) -> Path:
+    """The first 240 shipped Quora dev pairs (real text, both labels) as a plain JSONL file."""
+    with gzip.open(SHIPPED_EVAL, "rt", encoding="utf-8") as fh:
+        lines = list(itertools.islice(fh, 240))
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_cli_sweep_writes_csv_and_png_then_resumes_without_redoing(
+    pairs_file: Path, tiny_model_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sweep" / "grid.csv"
+    args = ["sweep", "--eval", str(pairs_file), "-m", str(tiny_model_path), "--sizes", "20,40"]
+    args += ["--dims", "full,16", "--modes", "full,adapter", "--out", str(out)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    rows = _csv_rows(out)
+    # 2 base rows (one per dim) + 2 sizes x 2 dims x 2 modes.
+    assert len(rows) == 2 + 8
+    assert {(r["mode"], r["dim"], r["size"]) for r in rows if r["mode"] != "base"} == {
+        (m, d, s) for m in ("full", "adapter") for d in ("full", "16") for s in ("20", "40")
+    }
+    for r in rows:
+        assert 0.0 <= float(r["ci_low"]) <= float(r["error_rate"]) <= float(r["ci_high"]) <= 1.0
+        assert int(r["n_test"]) > 0 and r["data_key"] == rows[0]["data_key"]
+        assert r["embedding_dim"] == ("32" if r["dim"] == "full" else "16")
+    trained = [r for r in rows if r["mode"] != "base"]
+    assert all(float(r["train_seconds"]) > 0 and int(r["steps"]) >= 1 for r in trained)
+    png = out.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "sweep" / "grid-models").exists()  # cell models are removed once evaluated
+
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert _csv_rows(out) == rows  # nothing redone: same rows, same finish times
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_keeps_finished_rows_and_resumes(
+    pairs_file: Path, tiny_model_path: Path, tmp_path: Path
+) -> None:
+    spec = SweepSpec(
+        eval_file=pairs_file, models=[str(tiny_model_path)], sizes=[20, 40], dims=[None], modes=["full"], n_boot=200
+    )
+    out = tmp_path / "grid.csv"
+    seen: list[str] = []
+
+    def stop_after_two(row: dict) -> None:
+        seen.append(row["cell_id"])
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out, progress=False, on_row=stop_after_two)
+    partial = read_rows(out)
+    assert [r["cell_id"] for r in partial] == seen  # base + size 20, both complete rows
+    assert [r["mode"] for r in partial] == ["base", "full"]
+
+    redone: list[str] = []
+    rows = run_sweep(spec, out, progress=False, on_row=lambda row: redone.append(row["size"]))
+    assert redone == [40]  # only the missing cell ran
+    assert [r["size"] for r in read_rows(out)] == ["0", "20", "40"]
+    assert read_rows(out)[:2] == partial and len(rows) == 3
+    first_20 = next(r for r in rows if r["size"] in (20, "20"))
+    assert float(first_20["base_error_rate"]) == pytest.approx(float(partial[0]["error_rate"]))
+
+
+def test_split_is_deterministic_by_query_and_nested(pairs_file: Path) -> None:
+    a, b = load_split(SweepSpec(eval_file=pairs_file)), load_split(SweepSpec(eval_file=pairs_file))
+    assert a.train == b.train and a.test == b.test and a.data_key == b.data_key
+    held = {p.query.casefold() for p in a.calibration + a.test}
+    assert not held & {p.query.casefold() for p in a.train}  # a question's pairs stay on one side
+    other = load_split(SweepSpec(eval_file=pairs_file, seed=7))
+    assert other.data_key != a.data_key
+
+
+def test_train_file_is_used_whole_and_eval_file_held_out(pairs_file: Path, tmp_path: Path) -> None:
+    train = tmp_path / "train.jsonl"
+    train.write_text(
+        "".join(json.dumps({"query": f"q{i}", "document": f"d{i}", "label": i % 2}) + "\n" for i in range(30))
+    )
+    split = load_split(SweepSpec(eval_file=pairs_file, train_file=train))
+    assert len(split.train) == 30
+    assert len(split.calibration) + len(split.test) == 240
+
+
+def test_bad_grid_and_dims_are_one_line_errors(pairs_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="bad dim 'half'"):
+        parse_dims(["full,half"])
+    args = ["sweep", "--eval", str(pairs_file), "--modes", "lora", "--out", str(tmp_path / "x.csv")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "unknown mode 'lora'" in result.output
+    assert not (tmp_path / "x.csv").exists()
