@@ -166,6 +166,7 @@ def test_cycle_with_int8_falls_back_when_the_quantizer_breaks(
         data_dir=tmp_path / "data",
         base_model=str(tiny_model_path),
         encoder_backend="onnx-int8",
+        cycle_mode="full",  # the export and the int8 guard run where a full cycle promotes
         guard_pairs=guard_file,
         train_learning_rate=2e-3,
         train_epochs=2,
