@@ -14,7 +14,8 @@ from flywheel.api import create_app
 from flywheel.config import Settings
 from flywheel.registry import ModelVersion, now_iso
 from flywheel.scheduler import CycleRunner
-from tests.conftest import world_documents
+from flywheel.simulate import UserModel, simulate
+from tests.conftest import world_documents, world_queries
 from tests.test_cycle import simulate_users, wait_for
 
 
@@ -96,15 +97,17 @@ def test_adapter_promotion_rollback_restart_and_full_on_top(adapter_settings: Se
         assert service.adapter is None and service.index.serving_version() == "v3"
 
         # Adapters then train on the new base's vectors: searches logged under v3 carry v3 vectors.
-        simulate_users(api, rounds=1)
+        queries, relevant = world_queries()
+        some = dict(list(queries.items())[::4])
+        simulate(api, some, relevant, UserModel(click_prob=1.0, decay=1.0, wrong_click=0, no_click=0))
         service.settings = settings
         cycle_id = api.post("/cycles", json={"mode": "adapter"}).json()["cycle_id"]
         wait_for(api, cycle_id)
         report = api.get(f"/reports/{cycle_id}").json()
         assert report["base"] == "v3" and report["counts"]["encoded_documents"] == 0
-        assert report["counts"]["logged_query_vectors"] > 0
-        # Queries asked only under v1 have no v3 vector: encoded once, and counted.
-        assert report["counts"]["encoded_queries"] >= 0
+        # Queries asked only under v1 have no v3 vector: encoded (and counted); the others come from the log.
+        logged, counts = report["counts"]["logged_query_vectors"], report["counts"]
+        assert 0 < logged <= len(some) and counts["encoded_queries"] == counts["queries"] - logged > 0
         assert service.registry.get(report["candidate"]).parent == "v3"
         assert api.post("/cycles", json={"mode": "sideways"}).status_code == 422
 
