@@ -99,9 +99,7 @@ def heldout_pairs() -> list[LabelledPair]:
     return pairs
 
 
-@pytest.mark.parametrize(
-    ("query_backend", "bulk_backend"), [("onnx", None), ("torch", "onnx"), ("onnx-int8", None), ("onnx", "torch")]
-)
+@pytest.mark.parametrize(("query_backend", "bulk_backend"), [("onnx", None), ("torch", "onnx"), ("onnx-int8", None)])
 def test_promotion_and_rollback_with_each_backend(
     tmp_path: Path, tiny_model_path: Path, guard_file: Path, query_backend: str, bulk_backend: str | None
 ) -> None:
