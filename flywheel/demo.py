@@ -171,7 +171,7 @@ def run_demo(settings: Settings, world: RetrievalSet, plan: DemoPlan, console: C
         t0 = time.monotonic()
         _ingest(http, world, plan.ingest_batch, console)
         timings["ingest_s"] = time.monotonic() - t0
-        say(f"ingested {len(world.corpus):,} Quora questions through POST /documents ({timings['ingest_s']:.0f} s)")
+        say(f"ingested {len(world.corpus):,} documents through POST /documents ({timings['ingest_s']:.0f} s)")
 
         t0 = time.monotonic()
         sim = simulate(http, queries, world.relevant, plan.user, plan.seed, plan.rounds, progress=console is not None)
