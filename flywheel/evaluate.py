@@ -125,9 +125,7 @@ def cosine_scores(model: Encoder, pairs: Sequence[LabelledPair], batch_size: int
     return np.einsum("ij,ij->i", q, d)
 
 
-def paired_bootstrap(
-    a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0
-) -> tuple[float, float, float]:
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """Mean of b - a with a 95% percentile CI from resampling the same items for both.
 
     Resampling the differences keeps the per-item correlation between a and b, which makes the CI

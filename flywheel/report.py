@@ -31,9 +31,16 @@ MAX_TEXT = 300  # characters of a document shown in an example; report.json keep
 _MPL_LOCK = threading.Lock()  # rc_context swaps global rcParams, and cycles and API requests run in threads
 _RETRIEVAL_LABELS = {"ndcg@10": "nDCG@10", "mrr@10": "MRR@10", "recall@10": "Recall@10"}
 _COUNT_LABELS = {
-    "events": "feedback events", "searches": "searches", "pairs": "mined pairs", "positives": "positives",
-    "negatives": "negatives", "queries": "distinct queries", "train_pairs": "training pairs",
-    "heldout_pairs": "held-out pairs", "heldout_queries": "held-out queries", "train_examples": "training examples",
+    "events": "feedback events",
+    "searches": "searches",
+    "pairs": "mined pairs",
+    "positives": "positives",
+    "negatives": "negatives",
+    "queries": "distinct queries",
+    "train_pairs": "training pairs",
+    "heldout_pairs": "held-out pairs",
+    "heldout_queries": "held-out queries",
+    "train_examples": "training examples",
 }
 
 
@@ -193,8 +200,10 @@ def _pair_block(block: Any) -> dict[str, Any] | None:
     """A pair-error block with `delta` and `relative_reduction`; compare_pair_error's own key names are read too."""
     if not isinstance(block, dict):
         return None
-    native = {"delta": {"mean": block.get("delta_error"), "ci95": block.get("delta_ci95")},
-              "relative_reduction": block.get("relative_error_reduction")}
+    native = {
+        "delta": {"mean": block.get("delta_error"), "ci95": block.get("delta_ci95")},
+        "relative_reduction": block.get("relative_error_reduction"),
+    }
     return {**native, **block}
 
 
@@ -268,8 +277,14 @@ def _history_chart(cycles: list[dict[str, Any]], current: Any) -> str | None:
         ax.tick_params(labelsize=8)
     proxies = [Line2D([], [], color=col, marker="o", linestyle="", label=d) for d, col in DECISION_COLOURS.items()]
     proxies[-1] = Line2D([], [], color=DECISION_COLOURS["failed"], linestyle=":", label="failed")
-    axes[0].legend(handles=[*axes[0].get_legend_handles_labels()[0], *proxies], fontsize=7, ncols=5,
-                   loc="lower left", bbox_to_anchor=(0, 1.01), frameon=False)
+    axes[0].legend(
+        handles=[*axes[0].get_legend_handles_labels()[0], *proxies],
+        fontsize=7,
+        ncols=5,
+        loc="lower left",
+        bbox_to_anchor=(0, 1.01),
+        frameon=False,
+    )
     axes[-1].set_xlabel("cycle (oldest to newest; shaded: this cycle)", fontsize=9)
     axes[-1].set_xticks(xs[:: math.ceil(len(xs) / 20)])
     return _svg(fig, "flywheel-history")
@@ -301,7 +316,7 @@ def _e(value: Any) -> str:
 
 
 def _ci(ci: Any, fmt: str, scale: float = 1) -> str:
-    """" (95% CI low..high)" for a [low, high] pair of numbers, else "" (CIs are optional everywhere)."""
+    """ " (95% CI low..high)" for a [low, high] pair of numbers, else "" (CIs are optional everywhere)."""
     lo, hi = (_num(x) for x in ci) if isinstance(ci, list | tuple) and len(ci) == 2 else (None, None)
     return "" if lo is None or hi is None else f" (95% CI {lo * scale:{fmt}}..{hi * scale:{fmt}})"
 
@@ -368,9 +383,12 @@ def _pair_rows(label: str, block: dict[str, Any]) -> list[list[Any]]:
     auc_delta = _score(auc_c - auc_i, sign=True) if auc_i is not None and auc_c is not None else "n/a"
     n_i, n_c = _get(inc, "n"), _get(cand, "n")
     return [
-        [f"{label}: error rate", _rate(_get(inc, "error_rate"), _get(inc, "ci95")),
-         _rate(_get(cand, "error_rate"), _get(cand, "ci95")),
-         _points(_get(block, "delta", "mean"), _get(block, "delta", "ci95"))],
+        [
+            f"{label}: error rate",
+            _rate(_get(inc, "error_rate"), _get(inc, "ci95")),
+            _rate(_get(cand, "error_rate"), _get(cand, "ci95")),
+            _points(_get(block, "delta", "mean"), _get(block, "delta", "ci95")),
+        ],
         [f"{label}: relative reduction", "", "", _reduction(_get(block, "relative_reduction"))],
         [f"{label}: ROC AUC", _score(auc_i), _score(auc_c), auc_delta],
         [f"{label}: n", "n/a" if n_i is None else n_i, "n/a" if n_c is None else n_c, ""],
@@ -409,8 +427,12 @@ def _training(training: Any) -> str:
     early = ("yes" if early else "no") if isinstance(early, bool) else "n/a"
     early += f" ({training['stop_reason']})" if training.get("stop_reason") else ""
     steps = f"{steps} of {planned} planned" if planned else steps
-    rows = [["duration", _seconds(training.get("duration_s"))], ["steps", steps],
-            ["device", training.get("device", "n/a")], ["stopped early", early]]
+    rows = [
+        ["duration", _seconds(training.get("duration_s"))],
+        ["steps", steps],
+        ["device", training.get("device", "n/a")],
+        ["stopped early", early],
+    ]
     hyper = training.get("hyperparameters")
     hyper = hyper.items() if isinstance(hyper, dict) else []
     rows += [[k, v if isinstance(v, str) else json.dumps(v, default=str)] for k, v in hyper]
@@ -435,8 +457,10 @@ def _examples(examples: Any) -> str:
             body = f"<ol>{''.join(items)}</ol>" if items else _note("not measured")
             cols.append(f"<div><h4>{_e(title)}</h4>{body}</div>")
         rel = _e(", ".join(sorted(relevant)) or "none recorded")
-        parts.append(f'<div class="example"><h3>{_e(ex.get("query", ""))}</h3><p class="note">relevant: {rel}</p>'
-                     f'<div class="cols">{"".join(cols)}</div></div>')
+        parts.append(
+            f'<div class="example"><h3>{_e(ex.get("query", ""))}</h3><p class="note">relevant: {rel}</p>'
+            f'<div class="cols">{"".join(cols)}</div></div>'
+        )
     more = _note(f"Showing {MAX_EXAMPLES} of {len(examples)} examples.") if len(examples) > MAX_EXAMPLES else ""
     return "".join(parts) + more
 
@@ -472,14 +496,19 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
     cycles = sorted(cycles, key=_sort_key)[-HISTORY_LIMIT:]
     badge = f"badge-{decision}" if decision in DECISION_COLOURS else "badge-other"
     window = report.get("window") if isinstance(report.get("window"), dict) else {}
-    meta = [f"created {report.get('created_at') or 'n/a'}", f"kind {report.get('kind') or 'n/a'}",
-            f"incumbent {report.get('incumbent') or 'n/a'} → candidate {report.get('candidate') or 'none'}",
-            f"serving after: {report.get('serving_after') or 'n/a'}",
-            f"feedback window {window.get('start') or 'n/a'} → {window.get('end') or 'n/a'}"]
+    meta = [
+        f"created {report.get('created_at') or 'n/a'}",
+        f"kind {report.get('kind') or 'n/a'}",
+        f"incumbent {report.get('incumbent') or 'n/a'} → candidate {report.get('candidate') or 'none'}",
+        f"serving after: {report.get('serving_after') or 'n/a'}",
+        f"feedback window {window.get('start') or 'n/a'} → {window.get('end') or 'n/a'}",
+    ]
     if _num(report.get("duration_s")) is not None:
         meta.append(f"took {_seconds(report['duration_s'])}")
-    body = [f'<header><h1>Cycle <code>{_e(cid)}</code> <span class="badge {badge}">{_e(decision)}</span></h1>'
-            f'<p class="meta">{" · ".join(_e(m) for m in meta)}</p></header>']
+    body = [
+        f'<header><h1>Cycle <code>{_e(cid)}</code> <span class="badge {badge}">{_e(decision)}</span></h1>'
+        f'<p class="meta">{" · ".join(_e(m) for m in meta)}</p></header>'
+    ]
 
     def section(title: str, content: str) -> None:
         body.append(f"<section><h2>{_e(title)}</h2>{content}</section>")
@@ -490,8 +519,10 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
     section("Reasons", f"<ul>{reasons}</ul>" if reasons else _note("No reasons recorded."))
     marks = {True: _Safe('<span class="ok">✓</span>'), False: _Safe('<span class="bad">✗</span>')}
     checks = [c for c in _list(report.get("checks")) if isinstance(c, dict)]
-    rows = [[c.get("name", ""), marks[c["passed"]] if isinstance(c.get("passed"), bool) else "–", c.get("detail") or ""]
-            for c in checks]
+    rows = [
+        [c.get("name", ""), marks[c["passed"]] if isinstance(c.get("passed"), bool) else "–", c.get("detail") or ""]
+        for c in checks
+    ]
     section("Promotion gate", _table(["check", "passed", "detail"], rows) if rows else _note("No checks ran."))
     section("Metrics", _metrics(report.get("metrics")))
     counts = report.get("counts") if isinstance(report.get("counts"), dict) else {}
@@ -511,6 +542,8 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
     section("Timings", _table(["stage", "time"], rows) if timings else _note("No timings recorded."))
     section("Examples", _examples(report.get("examples")))
     title = f"flywheel cycle {_e(cid)}: {_e(decision)}"
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            f'content="width=device-width, initial-scale=1"><title>{title}</title><style>{_CSS}</style></head>'
-            f"<body>{''.join(body)}</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+        f'content="width=device-width, initial-scale=1"><title>{title}</title><style>{_CSS}</style></head>'
+        f"<body>{''.join(body)}</body></html>\n"
+    )

@@ -139,9 +139,7 @@ def test_retrieval_metrics_match_hand_computed_values() -> None:
     assert np.allclose(out["ndcg@3"], [(1 / math.log2(3)) / (1 + 1 / math.log2(3)), 1.0, 0.0])
     assert np.allclose(out["recall@3"], [1 / 2, 1.0, 0.0])
     precomputed = np.array([angle(10 * i) for i in range(5)]) * 7.0  # unnormalised on purpose
-    again = retrieval_scores(
-        TableEncoder(table), queries, corpus, relevant, k=3, corpus_embeddings=precomputed
-    )
+    again = retrieval_scores(TableEncoder(table), queries, corpus, relevant, k=3, corpus_embeddings=precomputed)
     assert np.allclose(again["ndcg@3"], out["ndcg@3"])
 
 
@@ -151,12 +149,8 @@ def test_compare_retrieval_pairs_the_same_queries() -> None:
     base = {"d1": angle(0), "d2": angle(30), "q1": angle(0), "q2": angle(0)}
     better = {**base, "q1": angle(40)}
     relevant = {"q1": {"d2"}, "q2": {"d1"}}
-    out = compare_retrieval(
-        TableEncoder(base), TableEncoder(better), {"q1": "q1", "q2": "q2"}, corpus, relevant, k=2
-    )
-    assert out["incumbent"]["mrr@2"] == pytest.approx(0.75) and out["candidate"]["mrr@2"] == pytest.approx(
-        1.0
-    )
+    out = compare_retrieval(TableEncoder(base), TableEncoder(better), {"q1": "q1", "q2": "q2"}, corpus, relevant, k=2)
+    assert out["incumbent"]["mrr@2"] == pytest.approx(0.75) and out["candidate"]["mrr@2"] == pytest.approx(1.0)
     assert out["delta"]["mrr@2"]["mean"] == pytest.approx(0.25)
     assert out["n_queries"] == 2 and out["k"] == 2
 

@@ -16,25 +16,46 @@ from flywheel.report import list_reports, load_report, render_html, report_html_
 XSS = "<script>alert(1)</script>"
 
 
-def make_report(cycle_id: str = "c20261127T201500-ab12", created_at: str = "2026-11-27T20:15:00+00:00",
-                decision: str = "promoted", **overrides: Any) -> dict[str, Any]:
+def make_report(
+    cycle_id: str = "c20261127T201500-ab12",
+    created_at: str = "2026-11-27T20:15:00+00:00",
+    decision: str = "promoted",
+    **overrides: Any,
+) -> dict[str, Any]:
     """Factory: a complete report in the documented shape."""
     report = {
-        "cycle_id": cycle_id, "created_at": created_at, "kind": "full", "decision": decision,
+        "cycle_id": cycle_id,
+        "created_at": created_at,
+        "kind": "full",
+        "decision": decision,
         "reasons": ["error rate 18.1% vs 22.0%: -3.9 pt (95% CI -5.0..-2.8)", "nDCG@10 0.66 >= 0.61 & p < 0.05"],
         "checks": [
             {"name": "error_rate_improvement", "passed": True, "detail": "-3.9 pt"},
             {"name": "golden_set", "passed": False, "detail": "golden set missing"},
         ],
-        "error": None, "incumbent": "v1", "candidate": "v2", "serving_after": "v2",
+        "error": None,
+        "incumbent": "v1",
+        "candidate": "v2",
+        "serving_after": "v2",
         "window": {"start": "2026-11-20T00:00:00+00:00", "end": "2026-11-27T20:00:00+00:00"},
-        "counts": {"events": 1234, "searches": 400, "pairs": 900, "positives": 300, "negatives": 600, "queries": 150,
-                   "train_pairs": 700, "heldout_pairs": 200, "heldout_queries": 40, "train_examples": 700},
+        "counts": {
+            "events": 1234,
+            "searches": 400,
+            "pairs": 900,
+            "positives": 300,
+            "negatives": 600,
+            "queries": 150,
+            "train_pairs": 700,
+            "heldout_pairs": 200,
+            "heldout_queries": 40,
+            "train_examples": 700,
+        },
         "metrics": {
             "pair_error": {
                 "incumbent": {"error_rate": 0.22, "ci95": [0.2, 0.24], "roc_auc": 0.85, "n": 500},
                 "candidate": {"error_rate": 0.181, "ci95": [0.16, 0.2], "roc_auc": 0.88, "n": 500},
-                "delta": {"mean": -0.039, "ci95": [-0.05, -0.028]}, "relative_reduction": 0.1773,
+                "delta": {"mean": -0.039, "ci95": [-0.05, -0.028]},
+                "relative_reduction": 0.1773,
             },
             "retrieval": {
                 "ndcg@10": {"incumbent": 0.61, "candidate": 0.66, "delta": 0.05, "ci95": [0.03, 0.07]},
@@ -44,12 +65,23 @@ def make_report(cycle_id: str = "c20261127T201500-ab12", created_at: str = "2026
             },
             "golden": None,
         },
-        "training": {"duration_s": 120.5, "steps": 300, "device": "cpu", "stopped_early": False,
-                     "loss_curve": [[10, 1.2], [20, 0.9], [30, 0.7]], "hyperparameters": {"lr": 2e-5, "batch": 32}},
+        "training": {
+            "duration_s": 120.5,
+            "steps": 300,
+            "device": "cpu",
+            "stopped_early": False,
+            "loss_curve": [[10, 1.2], [20, 0.9], [30, 0.7]],
+            "hyperparameters": {"lr": 2e-5, "batch": 32},
+        },
         "timings": {"mine": 0.4, "train": 120.5, "evaluate": 10.2, "reembed": 30.1, "swap": 0.01},
-        "examples": [{"query": f"how to learn python {XSS}", "relevant": ["d1"],
-                      "before": [{"doc_id": "d3", "text": "lose weight <b>fast</b>"}],
-                      "after": [{"doc_id": "d1", "text": "How do I learn Python quickly?"}]}],
+        "examples": [
+            {
+                "query": f"how to learn python {XSS}",
+                "relevant": ["d1"],
+                "before": [{"doc_id": "d3", "text": "lose weight <b>fast</b>"}],
+                "after": [{"doc_id": "d1", "text": "How do I learn Python quickly?"}],
+            }
+        ],
     }
     report.update(overrides)
     return report
@@ -114,8 +146,15 @@ def test_html_is_self_contained_complete_and_escaped(tmp_path: Path) -> None:
 def test_render_html_is_deterministic() -> None:
     report, other = make_report(), make_report(cycle_id="c0", created_at="2026-11-20T00:00:00+00:00")
     history = list_reports(Path("/nonexistent")) + [
-        {"cycle_id": "c0", "created_at": other["created_at"], "decision": "rejected", "error_incumbent": 0.23,
-         "error_candidate": 0.24, "ndcg_incumbent": 0.6, "ndcg_candidate": None}
+        {
+            "cycle_id": "c0",
+            "created_at": other["created_at"],
+            "decision": "rejected",
+            "error_incumbent": 0.23,
+            "error_candidate": 0.24,
+            "ndcg_incumbent": 0.6,
+            "ndcg_candidate": None,
+        }
     ]
     assert render_html(report, history) == render_html(report, history)
 
@@ -143,9 +182,16 @@ def test_list_reports_newest_first_and_skips_unreadable_folders(tmp_path: Path) 
     summaries = list_reports(tmp_path)
     assert [s["cycle_id"] for s in summaries] == ["c-new", "c-mid", "c-old"]
     assert summaries[0] == {
-        "cycle_id": "c-new", "created_at": "2026-11-22T09:00:00+02:00", "decision": "promoted", "kind": "full",
-        "incumbent": "v1", "candidate": "v2", "error_incumbent": 0.22, "error_candidate": 0.181,
-        "ndcg_incumbent": 0.61, "ndcg_candidate": 0.66,
+        "cycle_id": "c-new",
+        "created_at": "2026-11-22T09:00:00+02:00",
+        "decision": "promoted",
+        "kind": "full",
+        "incumbent": "v1",
+        "candidate": "v2",
+        "error_incumbent": 0.22,
+        "error_candidate": 0.181,
+        "ndcg_incumbent": 0.61,
+        "ndcg_candidate": 0.66,
     }
     assert summaries[2]["error_incumbent"] is None and summaries[2]["decision"] == "failed"
     assert list_reports(tmp_path / "missing") == []
@@ -192,8 +238,13 @@ def test_rejected_before_reembedding_shows_not_measured() -> None:
 
 
 def test_malformed_fields_do_not_break_rendering() -> None:
-    report = make_report(decision=XSS, reasons="a single reason", checks=[{"name": "x", "passed": [1]}],
-                         counts={"events": "many"}, examples=[{"query": "q", "relevant": "d1", "after": "oops"}])
+    report = make_report(
+        decision=XSS,
+        reasons="a single reason",
+        checks=[{"name": "x", "passed": [1]}],
+        counts={"events": "many"},
+        examples=[{"query": "q", "relevant": "d1", "after": "oops"}],
+    )
     report["training"]["loss_curve"] = [[1], "x", [2, "nan"], [3, 0.5]]
     page = render_html(report, [{"cycle_id": "c0", "created_at": None}])
     assert "badge-other" in page and XSS not in page

@@ -95,9 +95,7 @@ def test_training_changes_weights_and_writes_model_and_meta(tiny: str, tmp_path:
 def test_full_run_logs_about_25_loss_points_and_is_not_early(tiny: str, tmp_path: Path) -> None:
     """Without caps a run covers the epoch; logging_steps gives a curve of ~20+ points when steps allow."""
     examples = make_examples(120)
-    result = train_model(
-        tiny, examples, tmp_path / "m", TrainConfig(batch_size=4, loss="mnrl"), progress=False
-    )
+    result = train_model(tiny, examples, tmp_path / "m", TrainConfig(batch_size=4, loss="mnrl"), progress=False)
     assert result.stopped_early is False and result.stop_reason is None
     assert result.steps >= 50
     assert 20 <= len(result.loss_curve) <= 60
@@ -106,9 +104,7 @@ def test_full_run_logs_about_25_loss_points_and_is_not_early(tiny: str, tmp_path
 def test_same_seed_gives_identical_weights(tiny: str, tmp_path: Path) -> None:
     """Seeded runs on CPU are reproducible bit for bit; another seed gives other weights."""
     config = TrainConfig(batch_size=8, max_steps=4, loss="mnrl+contrastive")
-    runs = [
-        train_model(tiny, make_examples(), tmp_path / name, config, progress=False) for name in ("a", "b")
-    ]
+    runs = [train_model(tiny, make_examples(), tmp_path / name, config, progress=False) for name in ("a", "b")]
     other = TrainConfig(batch_size=8, max_steps=4, loss="mnrl+contrastive", seed=7)
     train_model(tiny, make_examples(), tmp_path / "c", other, progress=False)
     a, b, c = (weights(tmp_path / name / "model.safetensors") for name in ("a", "b", "c"))
@@ -161,8 +157,7 @@ def test_adapter_trains_only_the_dense_layer(tiny: str, tmp_path: Path) -> None:
 def test_contrastive_uses_extra_labelled_pairs_and_train_from_file(tiny: str, tmp_path: Path) -> None:
     """Labelled pairs feed the contrastive term (negatives-only queries too); files train end to end."""
     pairs = [
-        LabelledPair(f"why {t} {i}", f"how to {o} {i}", 0)
-        for i, (t, o) in enumerate(zip(TOPICS, OTHERS, strict=True))
+        LabelledPair(f"why {t} {i}", f"how to {o} {i}", 0) for i, (t, o) in enumerate(zip(TOPICS, OTHERS, strict=True))
     ]
     result = train_model(
         tiny,
@@ -174,16 +169,10 @@ def test_contrastive_uses_extra_labelled_pairs_and_train_from_file(tiny: str, tm
     )
     assert result.n_pairs == 7 and result.n_rows == {"labelled": 14 + 24 + 7}
     rows = [{"question1": e.query, "question2": e.positive, "is_duplicate": 1} for e in make_examples(20)]
-    rows += [
-        {"question1": e.query, "question2": n, "is_duplicate": 0}
-        for e in make_examples(20)
-        for n in e.negatives
-    ]
+    rows += [{"question1": e.query, "question2": n, "is_duplicate": 0} for e in make_examples(20) for n in e.negatives]
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from_file = train_from_file(
-        path, tmp_path / "b", base_model=tiny, config=TrainConfig(max_steps=2, batch_size=8)
-    )
+    from_file = train_from_file(path, tmp_path / "b", base_model=tiny, config=TrainConfig(max_steps=2, batch_size=8))
     assert from_file.n_examples == 20 and from_file.n_with_negatives == 17 and from_file.steps == 2
     with pytest.raises(InvalidInput, match="already exists and is not empty"):
         train_from_file(path, tmp_path / "b", base_model=tiny, config=TrainConfig(max_steps=1))
@@ -195,9 +184,7 @@ def test_contrastive_uses_extra_labelled_pairs_and_train_from_file(tiny: str, tm
 @pytest.mark.slow
 def test_train_in_subprocess_success_and_failures(tiny: str, tmp_path: Path) -> None:
     """The child trains and returns a result; an exception, a kill and a timeout become TrainingError."""
-    result = train_in_subprocess(
-        tiny, make_examples(), tmp_path / "ok", TrainConfig(batch_size=8, max_steps=2)
-    )
+    result = train_in_subprocess(tiny, make_examples(), tmp_path / "ok", TrainConfig(batch_size=8, max_steps=2))
     assert result.steps == 2 and (tmp_path / "ok" / "meta.json").is_file()
 
     with pytest.raises(TrainingError, match=r"exit code 1\): InvalidInput: cannot load base model"):
