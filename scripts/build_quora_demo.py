@@ -24,9 +24,10 @@ def _order(key: str) -> str:
     return hashlib.sha1((SALT + key).encode()).hexdigest()
 
 
-def build(
-    pairs_path: Path, corpus_size: int, max_queries: int
-) -> tuple[dict[str, str], dict[str, str], list[tuple[str, str]]]:
+Judgements = list[tuple[str, str]]
+
+
+def build(pairs_path: Path, corpus_size: int, max_queries: int) -> tuple[dict[str, str], dict[str, str], Judgements]:
     """(queries, corpus, qrels) from the raw-text pairs of a Quora pair file."""
     with gzip.open(pairs_path, "rt", encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh]
