@@ -406,6 +406,8 @@ def demo(
         if result.decision == "failed":
             raise typer.Exit(1)
 
+    _run(go)
+
 
 # --- sweep (issue 4): the seed experiment as a grid -------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from flywheel.adapter_cycle import resolve_mode
 from flywheel.beir import RetrievalSet, load_beir
 from flywheel.config import Settings
 from flywheel.errors import FlywheelError, InvalidInput
@@ -90,7 +91,7 @@ def demo_settings(data_dir: Path, **overrides: Any) -> Settings:
 
     values = {**unset(DEMO_SETTINGS), "admin_keys": [secrets.token_hex(16)], "search_keys": [], **overrides}
     settings = Settings(data_dir=data_dir, **values)
-    if settings.train_adapter:
+    if settings.train_adapter or resolve_mode(settings) == "adapter":  # the CPU training caps are for full cycles
         return settings
     return Settings(data_dir=data_dir, **values, **unset(FULL_FINETUNE_SETTINGS))
 
