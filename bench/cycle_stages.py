@@ -54,7 +54,7 @@ def run_flywheel_cycle(settings: Any, queries: dict, corpus: dict, relevant: dic
         t0 = time.perf_counter()
         sim = simulate(api, queries, relevant, seed=seed, progress=True)
         setup["simulate_s"] = time.perf_counter() - t0
-        cycle_id = api.post("/cycles").json()["cycle_id"]
+        cycle_id = api.post("/cycles", json={"mode": "full"}).json()["cycle_id"]
         while api.get(f"/cycles/{cycle_id}").json()["state"] in ("queued", "running"):
             time.sleep(1)
         report = api.get(f"/reports/{cycle_id}").json()

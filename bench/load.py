@@ -101,6 +101,7 @@ def faults(root: Path, model: Path) -> list[dict]:
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "FLYWHEEL_BASE_MODEL": str(model),
+        "FLYWHEEL_CYCLE_MODE": "full",  # faults in training and the re-embedding swap
         "FLYWHEEL_TRAIN_LEARNING_RATE": "2e-3",
         "FLYWHEEL_TRAIN_EPOCHS": "2",
         "FLYWHEEL_TRAIN_MAX_STEPS": "12",

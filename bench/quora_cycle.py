@@ -84,7 +84,7 @@ def main() -> None:
         sim = simulate(api, queries, relevant, seed=args.seed, progress=True)
         timings["simulate_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        cycle_id = api.post("/cycles").json()["cycle_id"]
+        cycle_id = api.post("/cycles", json={"mode": "full"}).json()["cycle_id"]
         while api.get(f"/cycles/{cycle_id}").json()["state"] in ("queued", "running"):
             time.sleep(2)
         timings["cycle_s"] = time.perf_counter() - t0

@@ -53,13 +53,17 @@ def test_data_dir_must_be_new_or_a_previous_demo_with_force(tmp_path: Path) -> N
 
 def test_demo_settings_yield_to_environment_and_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLYWHEEL_HELDOUT_PERCENT", "25")
-    settings = demo_settings(tmp_path, train_max_steps=7)
+    settings = demo_settings(tmp_path, train_max_steps=7, cycle_mode="full")
     assert settings.heldout_percent == 25 and settings.train_max_steps == 7
     others = {**DEMO_SETTINGS, **FULL_FINETUNE_SETTINGS}
     others = {k: v for k, v in others.items() if k not in ("heldout_percent", "train_max_steps")}
     assert others and all(getattr(settings, k) == v for k, v in others.items())
     assert len(settings.admin_keys) == 1 and settings.data_dir == tmp_path
     adapter = demo_settings(tmp_path, train_adapter=True)  # adapter mode keeps its own training defaults
+    assert (
+        demo_settings(tmp_path, cycle_mode="adapter").train_learning_rate
+        != FULL_FINETUNE_SETTINGS["train_learning_rate"]
+    )  # ... and so does an adapter cycle
     assert adapter.train_learning_rate is None and adapter.train_max_steps is None
 
 

@@ -28,6 +28,7 @@ def env(tiny_model_path: Path) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         MARKER: uuid.uuid4().hex,
         "FLYWHEEL_BASE_MODEL": str(tiny_model_path),
+        "FLYWHEEL_CYCLE_MODE": "full",  # the faults under test are in training and the re-embedding swap
         # The cycle settings of tests/test_cycle.py (the tiny model learns the topic world), with a lenient
         # gate: this test is about faults, not about the promotion decision.
         "FLYWHEEL_TRAIN_LEARNING_RATE": "2e-3",
