@@ -24,11 +24,11 @@ from flywheel.encoder import Encoder, resolve_device
 from flywheel.errors import InvalidInput
 from flywheel.evaluate import paired_bootstrap, retrieval_scores
 from flywheel.gate import budget_check, decide, error_checks, golden_check, retrieval_check
-from flywheel.pairs import Pair, mine_pairs, write_snapshot
+from flywheel.pairs import Pair, write_snapshot
 from flywheel.registry import ModelVersion, now_iso
 from flywheel.report import write_report
 from flywheel.service import Service
-from flywheel.split import labelled, split_by_group
+from flywheel.split import labelled
 
 log = logging.getLogger(__name__)
 
@@ -151,46 +151,18 @@ def run_adapter_cycle(
     Returns:
         The report (kind "adapter"), with `decision` one of "promoted", "rejected", "failed".
     """
-    from flywheel.cycle import _discard, _summary, prune
+    from flywheel.cycle import _discard, _summary, mine_and_split, new_report, prune, stage_timer
 
     settings = service.settings
     started = time.monotonic()
     timings: dict[str, float] = {}
     encoder, current = service.encoder, service.adapter
-    report: dict[str, Any] = {
-        "cycle_id": cycle_id,
-        "created_at": now_iso(),
-        "kind": "adapter",
-        "base": encoder.version,
-        "incumbent": service.serving_version,
-        "candidate": None,
-        "serving_after": service.serving_version,
-        "metrics": {},
-        "checks": [],
-        "examples": [],
-        "training": None,
-        "error": None,
-    }
-
-    def timed(name: str) -> Callable[[], None]:
-        on_stage(name)
-        t0 = time.monotonic()
-        return lambda: timings.__setitem__(name, round(time.monotonic() - t0, 3))
+    report = {**new_report(service, cycle_id, "adapter"), "base": encoder.version}
+    timed = stage_timer(timings, on_stage)
 
     try:
         done = timed("mine")
-        mined = mine_pairs(
-            service.store,
-            window_days=settings.window_days,
-            max_pairs_per_query=settings.max_pairs_per_query,
-            group_threshold=settings.query_group_threshold,
-            encoder=encoder if settings.query_group_threshold else None,
-        )
-        report["window"] = {
-            "start": mined.window_start.isoformat() if mined.window_start else None,
-            "end": mined.window_end.isoformat(),
-        }
-        train_rows, heldout_rows = split_by_group(mined.pairs, lambda p: p.group, settings.heldout_percent)
+        mined, train_rows, heldout_rows = mine_and_split(service, encoder, report)
         write_snapshot(mined, settings.cycles_dir / cycle_id / "pairs.parquet")
         done()
 

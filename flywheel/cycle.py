@@ -70,39 +70,12 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
     started = time.monotonic()
     timings: dict[str, float] = {}
     incumbent = service.encoder
-    report: dict[str, Any] = {
-        "cycle_id": cycle_id,
-        "created_at": now_iso(),
-        "kind": "full",
-        "incumbent": service.serving_version,  # an adapter's version when one serves on top of the encoder
-        "candidate": None,
-        "serving_after": service.serving_version,
-        "metrics": {},
-        "checks": [],
-        "examples": [],
-        "training": None,
-        "error": None,
-    }
-
-    def timed(name: str) -> Callable[[], None]:
-        on_stage(name)
-        t0 = time.monotonic()
-        return lambda: timings.__setitem__(name, round(time.monotonic() - t0, 3))
+    report = new_report(service, cycle_id, "full")
+    timed = stage_timer(timings, on_stage)
 
     try:
         done = timed("mine")
-        mined = mine_pairs(
-            service.store,
-            window_days=settings.window_days,
-            max_pairs_per_query=settings.max_pairs_per_query,
-            group_threshold=settings.query_group_threshold,
-            encoder=incumbent if settings.query_group_threshold else None,
-        )
-        report["window"] = {
-            "start": mined.window_start.isoformat() if mined.window_start else None,
-            "end": mined.window_end.isoformat(),
-        }
-        train_rows, heldout_rows = split_by_group(mined.pairs, lambda p: p.group, settings.heldout_percent)
+        mined, train_rows, heldout_rows = mine_and_split(service, incumbent, report)
         if settings.mine_negatives and train_rows:
             mined.pairs = train_rows
             st_model = torch_reference(service, incumbent).model  # mining needs a SentenceTransformer
@@ -232,6 +205,56 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
     report["duration_s"] = round(time.monotonic() - started, 3)
     write_report(settings.reports_dir, report)
     return report
+
+
+def new_report(service: Service, cycle_id: str, kind: str) -> dict[str, Any]:
+    """The report skeleton every kind of cycle fills in (one shape for the gate, the API and the HTML)."""
+    return {
+        "cycle_id": cycle_id,
+        "created_at": now_iso(),
+        "kind": kind,
+        "incumbent": service.serving_version,  # an adapter's version when one serves on top of the encoder
+        "candidate": None,
+        "serving_after": service.serving_version,
+        "metrics": {},
+        "checks": [],
+        "examples": [],
+        "training": None,
+        "error": None,
+    }
+
+
+def stage_timer(timings: dict[str, float], on_stage: Callable[[str], None]) -> Callable[[str], Callable[[], None]]:
+    """`timed(name)` announces a stage and returns the callable that records its duration in `timings`."""
+
+    def timed(name: str) -> Callable[[], None]:
+        on_stage(name)
+        t0 = time.monotonic()
+        return lambda: timings.__setitem__(name, round(time.monotonic() - t0, 3))
+
+    return timed
+
+
+def mine_and_split(service: Service, encoder: Encoder, report: dict[str, Any]) -> tuple[Any, list, list]:
+    """Mine the feedback window into pairs and split them by query group; records the window in `report`.
+
+    Returns:
+        (the MinedPairs, the training-side rows, the held-out rows).
+    """
+    settings = service.settings
+    mined = mine_pairs(
+        service.store,
+        window_days=settings.window_days,
+        max_pairs_per_query=settings.max_pairs_per_query,
+        group_threshold=settings.query_group_threshold,
+        encoder=encoder if settings.query_group_threshold else None,
+    )
+    report["window"] = {
+        "start": mined.window_start.isoformat() if mined.window_start else None,
+        "end": mined.window_end.isoformat(),
+    }
+    train_rows, heldout_rows = split_by_group(mined.pairs, lambda p: p.group, settings.heldout_percent)
+    return mined, train_rows, heldout_rows
 
 
 def incumbent_path(service: Service) -> str:
