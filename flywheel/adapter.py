@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from flywheel.errors import InvalidInput
-from flywheel.evaluate import pair_error, paired_bootstrap, split_calibration
+from flywheel.evaluate import comparison, pair_error, split_calibration
 
 if TYPE_CHECKING:
     from flywheel.datasets import LabelledPair
@@ -293,16 +293,7 @@ def compare_scored(
     except InvalidInput as exc:
         log.warning("pair error not measurable: %s", exc)
         return None
-    delta, lo, hi = paired_bootstrap(inc.errors, cand.errors, n_boot, seed)
-    return {
-        "incumbent": inc.to_dict(),
-        "candidate": cand.to_dict(),
-        "delta_error": delta,
-        "delta_ci95": [lo, hi],
-        "relative_error_reduction": 1 - cand.error_rate / inc.error_rate if inc.error_rate else None,
-        "n_test": int(test.size),
-        "n_calibration": int(cal.size),
-    }
+    return comparison(inc, cand, test.size, cal.size, n_boot, seed)
 
 
 def adapted_pair_error(

@@ -284,6 +284,13 @@ def compare_pair_error(
         pair_error(*_scored(model, cal_pairs), *_scored(model, test_pairs), n_boot, seed)
         for model in (incumbent, candidate)
     )
+    return comparison(inc, cand, len(test_pairs), len(cal_pairs), n_boot, seed)
+
+
+def comparison(
+    inc: PairErrorResult, cand: PairErrorResult, n_test: int, n_calibration: int, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """Incumbent vs candidate pair errors on the same test pairs, with the paired-bootstrap CI of the change."""
     delta, lo, hi = paired_bootstrap(inc.errors, cand.errors, n_boot, seed)
     return {
         "incumbent": inc.to_dict(),
@@ -292,8 +299,8 @@ def compare_pair_error(
         "delta_ci95": [lo, hi],
         # The seed's "share of mistakes avoided".
         "relative_error_reduction": 1 - cand.error_rate / inc.error_rate if inc.error_rate else None,
-        "n_test": len(test_pairs),
-        "n_calibration": len(cal_pairs),
+        "n_test": int(n_test),
+        "n_calibration": int(n_calibration),
     }
 
 
