@@ -4,7 +4,7 @@ Thin on purpose: the same as `flywheel retrain`. When `flywheel serve` owns the 
 inside the server (through its admin API); otherwise it runs here. Exit code 0 for promoted or rejected, 1
 for a failed cycle.
 
-    FLYWHEEL_DATA_DIR=/var/lib/flywheel python jobs/retrain.py [--config flywheel.toml]
+    FLYWHEEL_DATA_DIR=/var/lib/flywheel python jobs/retrain.py [--mode adapter|full] [--config flywheel.toml]
 """
 
 import sys
