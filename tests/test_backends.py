@@ -192,3 +192,39 @@ def test_cycle_with_int8_falls_back_when_the_quantizer_breaks(
         assert api.app.state.service.index.vectors_backend("v2") == "onnx"
         assert api.post("/models/rollback", json={}).json()["model_version"] == "v1"
         assert api.get("/healthz").json()["encoder_backend"] == "onnx-int8"
+
+
+@pytest.mark.slow
+def test_adapter_cycle_promotes_and_rolls_back_on_int8(tmp_path: Path, tiny_model_path: Path, guard_file: Path) -> None:
+    """An adapter serves on an int8 collection: it trains on the int8 query and document vectors the loop
+    logged, switches only the query transform, and rolls back; the collection is never rebuilt."""
+    from tests.test_cycle import simulate_users, wait_for
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        base_model=str(tiny_model_path),
+        encoder_backend="onnx-int8",
+        int8_max_error_increase=1.0,  # this test is about adapters on int8 vectors, not about the guard
+        int8_min_cosine=0.0,
+        guard_pairs=guard_file,
+        cycle_mode="adapter",
+        min_heldout_pairs=10,
+        heldout_percent=25,
+        adapter_epochs=100,
+        adapter_learning_rate=1e-2,
+    )
+    with TestClient(create_app(settings)) as api:
+        service = api.app.state.service
+        assert api.get("/healthz").json()["encoder_backend"] == "onnx-int8"
+        api.post("/documents", json={"documents": world_documents()})
+        assert simulate_users(api) > 100
+        record = wait_for(api, api.post("/cycles").json()["cycle_id"])
+        report = api.get(f"/reports/{record['cycle_id']}").json()
+        assert record["state"] == "promoted", report.get("reasons")
+        assert report["kind"] == "adapter" and report["counts"]["encoded_documents"] == 0
+        answer = api.post("/search", json={"query": QUERY, "k": 3}).json()
+        assert answer["model_version"] == "v2" and service.index.serving_version() == "v1"
+        assert service.index.vectors_backend("v1") == "onnx-int8" and service.encoder.backend == "onnx-int8"
+        assert stored_vs_encoded(service, "v1") < 0.05  # still the int8 vectors the queries are encoded with
+        assert api.post("/models/rollback", json={}).json() == {"model_version": "v1", "previous": "v2"}
+        assert api.post("/search", json={"query": QUERY, "k": 3}).json()["model_version"] == "v1"
