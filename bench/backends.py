@@ -174,7 +174,7 @@ def main() -> None:
         row["corpus_speedup_vs_torch"] = row["corpus_docs_per_s"] / base["corpus_docs_per_s"]
         row["search_p50_over_bare_encode_p50"] = row["search_ms"]["p50"] / row["encode_ms"]["p50"]
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other jobs)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
         "load_average_before_after": [load_before[0], os.getloadavg()[0]],
         "model": "all-MiniLM-L6-v2 (packaged)",
         "docs": len(docs),

@@ -138,7 +138,7 @@ def main() -> None:
     rows = sum((training.get("n_rows") or {}).values())
     stage_train = report["timings"].get("train")
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other jobs)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
         "world": {"queries": len(queries), "corpus": len(corpus)},
         "simulation": cycle["simulation"],
         "setup": cycle["setup"],

@@ -184,7 +184,7 @@ def main() -> None:
         http = run_http(api_dir, single, batched, args.batch_size)
         direct = run_direct(direct_db, single, batched, args.batch_size)
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other jobs)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
         "searches": args.searches,
         "batch_size": args.batch_size,
         "http": http,

@@ -183,7 +183,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="flywheel-load-"))
     model = build_tiny_model(root / f"tiny-{uuid.uuid4().hex[:6]}")
     results: dict = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), no GPU",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.1f}, no GPU",
         "python": platform.python_version(),
         "model": "tiny test BERT (tests/_tiny_model.py)",
     }

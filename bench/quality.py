@@ -73,7 +73,7 @@ def main() -> None:
     retrieval = load_retrieval(args.data / "dev_retrieval")
     base_scores = retrieval_scores(load_model(spec.models[0]), *retrieval)
     report: dict[str, Any] = {
-        "machine": f"{platform.node()}: {os.cpu_count()} CPU cores (shared with other jobs), {platform.machine()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.1f}",
         "setup": {
             "base_model": "all-MiniLM-L6-v2 (packaged)", "train_file": str(spec.train_file),
             "eval_file": str(spec.eval_file), "retrieval": str(args.data / "dev_retrieval"),

@@ -143,7 +143,7 @@ def main() -> None:
     pool = distinct_questions(max(sizes))
     queries = read_queries()
     queries = (queries * (args.queries // len(queries) + 1))[: args.queries]
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other jobs)"
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
     result: dict = {"machine": machine, "queries": len(queries), "runs": []}
     for size in sizes:
         docs = pool[:size]
