@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,10 +22,9 @@ from flywheel.datasets import LabelledPair, load_labelled_pairs
 from flywheel.encoder import Encoder, resolve_device
 from flywheel.errors import InvalidInput
 from flywheel.evaluate import paired_bootstrap, retrieval_scores
-from flywheel.gate import budget_check, decide, error_checks, golden_check, retrieval_check
+from flywheel.gate import error_checks, golden_check, retrieval_check
 from flywheel.pairs import Pair, write_snapshot
 from flywheel.registry import ModelVersion, now_iso
-from flywheel.report import write_report
 from flywheel.service import Service
 from flywheel.split import labelled
 
@@ -151,7 +149,17 @@ def run_adapter_cycle(
     Returns:
         The report (kind "adapter"), with `decision` one of "promoted", "rejected", "failed".
     """
-    from flywheel.cycle import _discard, _summary, mine_and_split, new_report, prune, stage_timer
+    from flywheel.cycle import (
+        _discard,
+        _summary,
+        finish_report,
+        gate,
+        mine_and_split,
+        new_report,
+        prune,
+        settle_failure,
+        stage_timer,
+    )
 
     settings = service.settings
     started = time.monotonic()
@@ -237,10 +245,7 @@ def run_adapter_cycle(
         checks.append(retrieval_check(retrieval, settings))
         done()
 
-        checks.append(budget_check(time.monotonic() - started, settings))
-        decision = decide(checks)
-        report["checks"] = decision.to_dict()["checks"]
-        report["reasons"] = decision.reasons
+        decision = gate(report, checks, started, settings)
         if decision.promote:
             done = timed("swap")
             service.swap(encoder, adapter=candidate)  # same encoder and collection: only the query transform
@@ -255,22 +260,8 @@ def run_adapter_cycle(
             _discard(service, version, status="rejected", metrics=_summary(report))
     except Exception as exc:
         log.exception("adapter cycle %s failed", cycle_id)
-        serving = service.serving_version
-        report["error"] = str(exc) if isinstance(exc, InvalidInput) else f"{exc}\n{traceback.format_exc()}"
-        if report.get("candidate") and serving == report["candidate"]:
-            report["decision"] = "promoted"  # the switch happened before the failure: keep what serves
-            report["serving_after"] = serving
-            if service.registry.incumbent().version != serving:
-                service.registry.promote(serving)
-        else:
-            report["decision"] = "rejected" if isinstance(exc, InvalidInput) else "failed"
-            report.setdefault("reasons", [str(exc)])
-            if report.get("candidate"):
-                _discard(service, report["candidate"], status="failed", metrics={"error": str(exc)[:500]})
-    report["timings"] = timings
-    report["duration_s"] = round(time.monotonic() - started, 3)
-    write_report(settings.reports_dir, report)
-    return report
+        settle_failure(service, report, exc)
+    return finish_report(service, report, timings, started)
 
 
 def _golden(

@@ -159,10 +159,7 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
             report["examples"] = examples_changed
             checks.append(retrieval_check(retrieval, settings))
             done()
-        checks.append(budget_check(time.monotonic() - started, settings))
-        decision = decide(checks)
-        report["checks"] = decision.to_dict()["checks"]
-        report["reasons"] = decision.reasons
+        decision = gate(report, checks, started, settings)
 
         if decision.promote:
             done = timed("swap")
@@ -188,22 +185,41 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
             _discard(service, version, status="rejected", metrics=_summary(report))
     except Exception as exc:
         log.exception("cycle %s failed", cycle_id)
-        serving = service.encoder.version
-        report["error"] = str(exc) if isinstance(exc, InvalidInput) else f"{exc}\n{traceback.format_exc()}"
-        if report.get("candidate") and serving == report["candidate"]:
-            # The switch already happened (the failure came after it): never discard what serves now.
-            report["decision"] = "promoted"
-            report["serving_after"] = serving
-            if service.registry.incumbent().version != serving:
-                service.registry.promote(serving)  # so a restart keeps serving it
-        else:
-            report["decision"] = "rejected" if isinstance(exc, InvalidInput) else "failed"
-            report.setdefault("reasons", [str(exc)])
-            if report.get("candidate"):
-                _discard(service, report["candidate"], status="failed", metrics={"error": str(exc)[:500]})
+        settle_failure(service, report, exc)
+    return finish_report(service, report, timings, started)
+
+
+def gate(report: dict[str, Any], checks: list, started: float, settings: Any) -> Any:
+    """Add the time budget to `checks`, decide, and record the checks and reasons in the report."""
+    checks.append(budget_check(time.monotonic() - started, settings))
+    decision = decide(checks)
+    report["checks"] = decision.to_dict()["checks"]
+    report["reasons"] = decision.reasons
+    return decision
+
+
+def settle_failure(service: Service, report: dict[str, Any], exc: Exception) -> None:
+    """Record a cycle's failure; keep a candidate that already serves, discard one that does not."""
+    serving = service.serving_version
+    report["error"] = str(exc) if isinstance(exc, InvalidInput) else f"{exc}\n{traceback.format_exc()}"
+    if report.get("candidate") and serving == report["candidate"]:
+        # The switch already happened (the failure came after it): never discard what serves now.
+        report["decision"] = "promoted"
+        report["serving_after"] = serving
+        if service.registry.incumbent().version != serving:
+            service.registry.promote(serving)  # so a restart keeps serving it
+    else:
+        report["decision"] = "rejected" if isinstance(exc, InvalidInput) else "failed"
+        report.setdefault("reasons", [str(exc)])
+        if report.get("candidate"):
+            _discard(service, report["candidate"], status="failed", metrics={"error": str(exc)[:500]})
+
+
+def finish_report(service: Service, report: dict[str, Any], timings: dict[str, float], started: float) -> dict:
+    """Add timings and duration, write the report (JSON + HTML), and return it."""
     report["timings"] = timings
     report["duration_s"] = round(time.monotonic() - started, 3)
-    write_report(settings.reports_dir, report)
+    write_report(service.settings.reports_dir, report)
     return report
 
 
