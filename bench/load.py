@@ -22,7 +22,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -30,11 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flywheel.api import create_app  # noqa: E402
 from flywheel.config import Settings  # noqa: E402
-from flywheel.encoder import Encoder, load_model  # noqa: E402
 from flywheel.loadtest import feedback_storm, mismatches, percentiles_ms, search_storm  # noqa: E402
 from flywheel.simulate import UserModel, simulate  # noqa: E402
-from flywheel.store import Document  # noqa: E402
-from tests._server import KILL_IN_SWAP, ServerProcess, serve_in_thread  # noqa: E402
+from tests._server import KILL_IN_SWAP, ServerProcess, second_version, serve_in_thread  # noqa: E402
 from tests._tiny_model import build_tiny_model  # noqa: E402
 from tests.conftest import make_documents, world_documents, world_queries  # noqa: E402
 
@@ -58,19 +55,8 @@ def swaps(root: Path, model: Path, clients: int, n_swaps: int) -> dict:
     with serve_in_thread(app) as url:
         httpx.post(f"{url}/documents", json={"documents": world_documents()}, headers=ADMIN).raise_for_status()
         service = app.state.service
-        v1 = service.encoder
-        other = load_model(str(build_tiny_model(root / "other")), "cpu")
-        torch.manual_seed(0)
-        for weights in other.parameters():
-            weights.data.add_(torch.randn_like(weights) * 0.5)
-        v2 = Encoder("v2", other)
-        service.index.create("v2", v2.dimension)
-        service.embed_into("v2", v2, [Document(d["id"], d["text"], d["metadata"]) for d in world_documents()])
         query = "which guitar is good for a dog"
-        expected = {}
-        for enc in (v1, v2):
-            hits = service.index.search(enc.encode([query])[0], 5, collection=service.index.collection(enc.version))
-            expected[enc.version] = [(h.doc_id, round(h.score, 4)) for h in hits]
+        v1, v2, expected = second_version(service, root / "other", query)
         # Baseline first, same clients, no swaps: the swaps' cost is the ratio of the two.
         base, _ = search_storm(url, clients, query, 5, lambda: time.sleep(5), headers=SEARCH)
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -67,6 +68,35 @@ from flywheel.cli import main
 sys.argv[0] = "flywheel"
 main()
 """
+
+
+def second_version(service: Any, model_dir: Path, query: str, k: int = 5) -> tuple[Any, Any, dict[str, list]]:
+    """Give a serving tiny-model service a visibly different "v2" with its own complete collection.
+
+    Returns:
+        (v1 encoder, v2 encoder, {version: [(doc_id, rounded score)] each version finds for `query`}), the
+        answers a search during swaps must match for the version it reports.
+    """
+    import torch
+
+    from flywheel.encoder import Encoder, load_model
+    from flywheel.store import Document
+    from tests._tiny_model import build_tiny_model
+    from tests.conftest import world_documents
+
+    v1 = service.encoder
+    model = load_model(str(build_tiny_model(model_dir)), "cpu")
+    torch.manual_seed(0)
+    for weights in model.parameters():  # same shape, visibly different answers
+        weights.data.add_(torch.randn_like(weights) * 0.5)
+    v2 = Encoder("v2", model)
+    service.index.create("v2", v2.dimension)
+    service.embed_into("v2", v2, [Document(d["id"], d["text"], d["metadata"]) for d in world_documents()])
+    expected = {}
+    for encoder in (v1, v2):
+        hits = service.index.search(encoder.encode([query])[0], k, collection=service.index.collection(encoder.version))
+        expected[encoder.version] = [(h.doc_id, round(h.score, 4)) for h in hits]
+    return v1, v2, expected
 
 
 class ServerProcess:

@@ -9,15 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 
 from flywheel.api import create_app
 from flywheel.config import Settings
-from flywheel.encoder import Encoder, load_model
 from flywheel.loadtest import feedback_storm, mismatches, search_storm
-from flywheel.store import Document
-from tests._server import serve_in_thread
-from tests._tiny_model import build_tiny_model
+from tests._server import second_version, serve_in_thread
 from tests.conftest import make_documents, world_documents
 
 KEYS = {"Authorization": "Bearer srch"}
@@ -53,22 +49,8 @@ def test_searches_during_swaps_never_fail_or_mix_versions(settings: Settings, tm
         admin = {"Authorization": "Bearer adm"}
         httpx.post(f"{url}/documents", json={"documents": world_documents()}, headers=admin).raise_for_status()
         service = app.state.service
-        v1 = service.encoder
-        model = load_model(str(build_tiny_model(tmp_path / "other")), "cpu")
-        torch.manual_seed(0)
-        for weights in model.parameters():  # a visibly different model of the same shape
-            weights.data.add_(torch.randn_like(weights) * 0.5)
-        v2 = Encoder("v2", model)
-        service.index.create("v2", v2.dimension)
-        docs = [Document(d["id"], d["text"], d["metadata"]) for d in world_documents()]
-        service.embed_into("v2", v2, docs)
         query, k = "which guitar is good for a dog", 5
-        expected = {}
-        for encoder in (v1, v2):
-            hits = service.index.search(
-                encoder.encode([query])[0], k, collection=service.index.collection(encoder.version)
-            )
-            expected[encoder.version] = [(h.doc_id, round(h.score, 4)) for h in hits]
+        v1, v2, expected = second_version(service, tmp_path / "other", query, k)
         assert expected["v1"] != expected["v2"]
 
         def swap_back_and_forth() -> int:

@@ -20,18 +20,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from flywheel.api import create_app
 from flywheel.config import Settings
-from flywheel.encoder import Encoder, load_model
 from flywheel.index import Index, open_qdrant
 from flywheel.loadtest import mismatches, search_storm
 from flywheel.service import Service
 from flywheel.store import Document
-from tests._server import serve_in_thread
-from tests._tiny_model import build_tiny_model
+from tests._server import second_version, serve_in_thread
 from tests.conftest import CORPUS, world_documents
 
 # Read at import: conftest's autouse fixture removes FLYWHEEL_* variables before each test runs.
@@ -108,19 +105,8 @@ def test_searches_during_swaps_on_the_server(server_settings: Settings, tmp_path
     with serve_in_thread(app) as url:
         httpx.post(f"{url}/documents", json={"documents": world_documents()}).raise_for_status()
         service = app.state.service
-        v1 = service.encoder
-        model = load_model(str(build_tiny_model(tmp_path / "other")), "cpu")
-        torch.manual_seed(0)
-        for weights in model.parameters():
-            weights.data.add_(torch.randn_like(weights) * 0.5)
-        v2 = Encoder("v2", model)
-        service.index.create("v2", v2.dimension)
-        service.embed_into("v2", v2, [Document(d["id"], d["text"], d["metadata"]) for d in world_documents()])
         query = "which guitar is good for a dog"
-        expected = {}
-        for enc in (v1, v2):
-            hits = service.index.search(enc.encode([query])[0], 5, collection=service.index.collection(enc.version))
-            expected[enc.version] = [(h.doc_id, round(h.score, 4)) for h in hits]
+        v1, v2, expected = second_version(service, tmp_path / "other", query)
 
         def swaps() -> None:
             for i in range(10):
