@@ -315,10 +315,21 @@ def train(
     ],
     out: Annotated[Path, typer.Option(help="Folder for the model (must not exist or be empty).")],
     base: Annotated[str | None, typer.Option(help="Base model name or path (default: packaged MiniLM).")] = None,
-    epochs: Annotated[float, typer.Option(help="Epochs.")] = 1.0,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
+    epochs: Annotated[float | None, typer.Option(help="Epochs (default 1; 10 with --query-adapter).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default 32; 256 with --query-adapter).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default: the measured best).")] = None,
     dim: Annotated[int | None, typer.Option(help="Output dimension (Matryoshka), e.g. 256.")] = None,
     adapter: Annotated[bool, typer.Option(help="Freeze the base; train a linear adapter only.")] = False,
+    query_adapter: Annotated[
+        bool,
+        typer.Option(
+            help="Freeze the base, embed the pairs once and train a query-side linear map on the vectors "
+            "(the adapter cycle's kind; `flywheel evaluate` scores the folder)."
+        ),
+    ] = False,
+    symmetric: Annotated[
+        bool, typer.Option(help="With --query-adapter: also train each pair the other way round.")
+    ] = False,
     max_minutes: Annotated[float | None, typer.Option(help="Stop cleanly after this many minutes.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop cleanly after this many steps.")] = None,
     loss: Annotated[str | None, typer.Option(help="Loss (default: the measured best).")] = None,
@@ -330,17 +341,14 @@ def train(
         from flywheel.config import packaged_model_path
         from flywheel.train import TrainConfig, train_from_file
 
-        config = TrainConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            dim=dim,
-            adapter=adapter,
-            max_minutes=max_minutes,
-            max_steps=max_steps,
-            seed=seed,
-        )
-        if loss:
-            config.loss = loss
+        given = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "loss": loss}
+        given = {k: v for k, v in given.items() if v is not None}
+        if query_adapter:
+            _train_query_adapter(pairs, out, base or "all-MiniLM-L6-v2", given, symmetric, seed)
+            return
+        config = TrainConfig(dim=dim, adapter=adapter, max_minutes=max_minutes, max_steps=max_steps, seed=seed)
+        for key, value in given.items():
+            setattr(config, key, value)
         result = train_from_file(pairs, out, base or packaged_model_path(), config)
         console.print(
             f"saved {result.model_dir}: {result.steps} steps in {result.duration_s:.0f} s on {result.device}"
@@ -348,6 +356,20 @@ def train(
         )
 
     _run(go)
+
+
+def _train_query_adapter(pairs: Path, out: Path, base: str, given: dict[str, Any], symmetric: bool, seed: int) -> None:
+    """`flywheel train --query-adapter`: a stand-alone query adapter on cached base vectors."""
+    from dataclasses import replace
+
+    from flywheel.adapter_file import LABELLED_DEFAULTS, train_adapter_file
+
+    given = {**given, "epochs": int(given["epochs"])} if "epochs" in given else given
+    meta = train_adapter_file(pairs, out, base, replace(LABELLED_DEFAULTS, seed=seed, **given), symmetric)
+    console.print(
+        f"saved {out}: query adapter over {meta['base_model']}, {meta['steps']} steps in {meta['duration_s']:.0f} s "
+        f"on {meta['data']['n_pairs']:,} pairs"
+    )
 
 
 @app.command()

@@ -448,15 +448,21 @@ def evaluate_pairs_file(
 
     Returns:
         {"error_rate", "ci95": [lo, hi], "roc_auc", "n", "threshold", "n_calibration", "positive_rate",
-        "model", "pairs", "calibration"}.
+        "model", "pairs", "calibration"}; for a query-adapter folder (`flywheel train --query-adapter`) also
+        "base" (the bare base model on the same split), "delta_error", "delta_ci95", "relative_error_reduction".
     """
     pairs = load_labelled_pairs(pairs_path)
     if not pairs:
         raise InvalidInput(f"{pairs_path}: no labelled pairs")
     calibration = load_labelled_pairs(calibration_path) if calibration_path is not None else None
     cal_pairs, test_pairs = _calibration_and_test(pairs, calibration, 0.5, seed)
-    model = load_model(model_name_or_path)
-    out = pair_error(*_scored(model, cal_pairs), *_scored(model, test_pairs), n_boot, seed).to_dict()
+    from flywheel.adapter_file import evaluate_adapter_dir, is_adapter_dir  # it builds on this module
+
+    if is_adapter_dir(model_name_or_path):
+        out = evaluate_adapter_dir(model_name_or_path, cal_pairs, test_pairs, n_boot, seed)
+    else:
+        model = load_model(model_name_or_path)
+        out = pair_error(*_scored(model, cal_pairs), *_scored(model, test_pairs), n_boot, seed).to_dict()
     out.update(
         model=str(model_name_or_path),
         pairs=str(pairs_path),
