@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from flywheel.errors import NotFound
-from flywheel.report import list_reports, load_report, render_html, report_html_path, write_report
+from flywheel.report import list_reports, load_report, report_html_path, write_report
+from flywheel.report_html import render_html
 
 XSS = "<script>alert(1)</script>"
 
@@ -266,3 +267,18 @@ def test_reads_the_metric_layouts_the_cycle_writes(tmp_path: Path) -> None:
     assert "-3.9 pt (95% CI -5.0..-2.8)" in page and "17.7% of the mistakes avoided" in page
     assert page.count("<td>nDCG@10</td>") == 1 and "<td>delta</td>" not in page and "<td>incumbent</td>" not in page
     assert list_reports(tmp_path)[0]["error_candidate"] == 0.181
+
+
+def test_onnx_section_shows_backends_and_the_int8_verdict() -> None:
+    onnx = {
+        "requested": {"query": "onnx-int8", "bulk": "onnx-int8"},
+        "serving": {"query": "onnx", "bulk": "onnx"},
+        "guard": {"passed": False, "reason": "error +0.53 pt > 0.50 pt <b>", "data": "cycle held-out pairs"},
+        "parity": {"max_abs_diff": 1e-6},
+    }
+    page = render_html(make_report(onnx=onnx), [])
+    assert "<h2>Encoders (ONNX Runtime)</h2>" in page
+    assert "query onnx-int8, corpus onnx-int8" in page and "query onnx, corpus onnx" in page
+    assert "refused: error +0.53 pt &gt; 0.50 pt &lt;b&gt; (on cycle held-out pairs)" in page
+    assert "max_abs_diff" in page
+    assert "Encoders (ONNX Runtime)" not in render_html(make_report(), [])
