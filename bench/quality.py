@@ -84,9 +84,15 @@ def main() -> None:
     }  # fmt: skip
     models = [(r, args.work_dir / cell_id(spec, data_key, r["model"], "full", None, int(r["size"]))) for r in rows[1:]]
     models += [(None, Path(m)) for m in args.extra_model]
+    # A resumed run keeps the retrieval numbers of earlier cells whose models are gone (the CSV keeps their rows).
+    previous = json.loads(args.out.read_text(encoding="utf-8")).get("runs", []) if args.out.exists() else []
+    earlier = {r.get("n_train"): r for r in previous}
     for row, model_dir in models:
         if not model_dir.exists():
-            print(f"skipping {model_dir}: model not kept", file=sys.stderr)
+            kept = earlier.get(int(row["n_train"])) if row is not None else None
+            print(f"{model_dir}: model not kept; {'earlier numbers kept' if kept else 'skipped'}", file=sys.stderr)
+            if kept:
+                report["runs"].append(kept)
             continue
         scores = retrieval_scores(load_model(model_dir), *retrieval)
         run: dict[str, Any] = {"model": str(model_dir), "retrieval": _means(scores), "retrieval_delta": {}}
