@@ -67,7 +67,7 @@ def train_adapter_file(
     Raises:
         InvalidInput: No usable pairs, only one class, or `out_dir` is not free.
     """
-    from flywheel.train import _move_into_place, _prepare_tmp_dir
+    from flywheel.train import move_into_place, prepare_tmp_dir
 
     config = config or replace(LABELLED_DEFAULTS)
     if config.loss not in LOSSES:
@@ -91,12 +91,12 @@ def train_adapter_file(
     as_rows = np.array(examples, dtype=np.int64), np.array(rows, dtype=np.int64)
     trained = train_adapter(vectors, vectors, *as_rows, config)
     out_dir = Path(out_dir)
-    tmp = _prepare_tmp_dir(out_dir)
+    tmp = prepare_tmp_dir(out_dir)
     try:
         QueryAdapter("adapter", str(base_model), trained.weight, trained.bias).save(tmp)
         meta = _meta(pairs_path, base_model, trained, len(pairs), symmetric, vectors.shape[1])
         write_json_atomic(tmp / META_FILE, meta)
-        _move_into_place(tmp, out_dir)
+        move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

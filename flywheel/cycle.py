@@ -28,7 +28,8 @@ from flywheel.registry import ModelVersion, mark_discarded, now_iso
 from flywheel.report import write_report
 from flywheel.service import Service
 from flywheel.split import labelled, split_by_group
-from flywheel.train import TrainConfig, train_in_subprocess
+from flywheel.train import TrainConfig
+from flywheel.train_child import train_in_subprocess
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ import pytest
 
 from flywheel.datasets import LabelledPair, TrainingExample
 from flywheel.errors import InvalidInput, TrainingError
-from flywheel.train import TrainConfig, TrainResult, train_from_file, train_in_subprocess, train_model
+from flywheel.train import TrainConfig, TrainResult, train_from_file, train_model
+from flywheel.train_child import train_in_subprocess
 from tests._tiny_model import build_tiny_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
