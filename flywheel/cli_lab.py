@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from flywheel.cli import _run, _setup_logging, app, console, print_json
+from flywheel.errors import InvalidInput
 
 
 @app.command()
@@ -50,6 +51,10 @@ def train(
         given = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "loss": loss}
         given = {k: v for k, v in given.items() if v is not None}
         if query_adapter:
+            unused = {"--dim": dim, "--adapter": adapter or None, "--max-minutes": max_minutes}
+            unused["--max-steps"] = max_steps
+            if flags := [flag for flag, value in unused.items() if value is not None]:
+                raise InvalidInput(f"{', '.join(flags)} do(es) not apply to --query-adapter (it trains in seconds)")
             _train_query_adapter(pairs, out, base or "all-MiniLM-L6-v2", given, symmetric, seed)
             return
         config = TrainConfig(dim=dim, adapter=adapter, max_minutes=max_minutes, max_steps=max_steps, seed=seed)

@@ -92,5 +92,9 @@ def test_cli_train_query_adapter_then_evaluate(tmp_path: Path, tiny_model_path: 
 
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "not empty" in again.output
-    bad_loss = runner.invoke(app, [*args[:4], str(tmp_path / "other"), *args[5:], "--loss", "nope"])
+    other = [*args[:4], str(tmp_path / "other"), *args[5:]]
+    bad_loss = runner.invoke(app, [*other, "--loss", "nope"])
     assert bad_loss.exit_code == 2 and "unknown adapter loss" in bad_loss.output
+    mixed = runner.invoke(app, [*other, "--dim", "128", "--max-steps", "5"])
+    assert mixed.exit_code == 2 and "--dim, --max-steps do(es) not apply to --query-adapter" in mixed.output
+    assert not (tmp_path / "other").exists()
