@@ -134,8 +134,11 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
         report["metrics"]["pair_error"] = pair_error
         if settings.golden_pairs:
             golden = load_labelled_pairs(settings.golden_pairs)
-            report["metrics"]["golden"] = compare_pair_error(
-                reference.model, challenger.model, golden, seed=settings.seed
+            # Against what serves: with a query adapter on the incumbent, its queries are scored adapted.
+            report["metrics"]["golden"] = (
+                adapted_pair_error(reference, service.adapter, challenger.model, golden, settings.seed)
+                if service.adapter is not None
+                else compare_pair_error(reference.model, challenger.model, golden, seed=settings.seed)
             )
         checks = error_checks(pair_error, len(heldout), settings)
         checks.append(golden_check(report["metrics"].get("golden"), settings))

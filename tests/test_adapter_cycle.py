@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from flywheel.adapter import QueryAdapter
+from flywheel.adapter import QueryAdapter, compare_scored, normalise
 from flywheel.api import create_app
 from flywheel.config import Settings
+from flywheel.datasets import load_labelled_pairs
 from flywheel.registry import ModelVersion, now_iso
 from flywheel.scheduler import CycleRunner
 from flywheel.simulate import UserModel, simulate
@@ -35,6 +37,18 @@ def adapter_settings(tmp_path: Path, tiny_model_path: Path) -> Settings:
         train_epochs=4,
         train_batch_size=16,
     )
+
+
+def golden_file(path: Path) -> Path:
+    """The user's golden pairs: each world query with one relevant and one unrelated document."""
+    queries, relevant = world_queries()
+    texts = {d["id"]: d["text"] for d in world_documents()}
+    rows = []
+    for i, (qid, text) in enumerate(queries.items()):
+        other = sorted(set(texts) - relevant[qid])[i % 7]
+        rows += [(text, texts[sorted(relevant[qid])[0]], 1), (text, texts[other], 0)]
+    path.write_text("".join(json.dumps({"query": q, "document": d, "label": y}) + "\n" for q, d, y in rows))
+    return path
 
 
 @pytest.mark.slow
@@ -78,13 +92,26 @@ def test_adapter_promotion_rollback_restart_and_full_on_top(adapter_settings: Se
 
         # A full cycle on top: a new base, its own collection, no adapter any more.
         # The gate compares against what serves (base + adapter); the tiny model's full fine-tune need not beat it.
-        lenient = settings.model_copy(update={"require_significant": False, "min_improvement": 0.0, "max_ndcg_drop": 1})
+        golden = golden_file(settings.data_dir.parent / "golden.jsonl")
+        lenient = settings.model_copy(
+            update={"require_significant": False, "min_improvement": 0.0, "max_ndcg_drop": 1, "golden_pairs": golden}
+        )
         service.settings = lenient
+        serving_adapter, base_encoder = service.adapter, service.encoder
         cycle_id = api.post("/cycles", json={"mode": "full"}).json()["cycle_id"]
         record = wait_for(api, cycle_id)
         report = api.get(f"/reports/{cycle_id}").json()
         assert record["kind"] == "full" and report["kind"] == "full" and report["incumbent"] == "v2"
         assert record["state"] == "promoted", report.get("reasons")
+        # The golden-set guard scores the incumbent as it served (v1 + the v2 adapter), not the bare base.
+        pairs = load_labelled_pairs(golden)
+        q, d = (normalise(base_encoder.encode([getattr(p, side) for p in pairs])) for side in ("query", "document"))
+        labels = np.array([p.label for p in pairs])
+        served = compare_scored(pairs, (serving_adapter.apply(q) * d).sum(1), (q * d).sum(1), seed=settings.seed)
+        assert served["incumbent"]["error_rate"] != served["candidate"]["error_rate"], "adapter should matter here"
+        guard = report["metrics"]["golden"]["incumbent"]
+        assert guard["error_rate"] == pytest.approx(served["incumbent"]["error_rate"])
+        assert guard["n"] == served["incumbent"]["n"] and 0 < labels.mean() < 1
         assert service.adapter is None and service.encoder.version == "v3"
         assert service.index.serving_version() == "v3"
         assert api.post("/search", json={"query": "good guitar tips"}).json()["model_version"] == "v3"
