@@ -65,15 +65,13 @@ def load_model(name_or_path: str, device: str = "auto"):  # -> SentenceTransform
     Raises:
         ConfigError: the model cannot be loaded; the message says which and why.
     """
-    from sentence_transformers import SentenceTransformer
+    from flywheel.errors import InvalidInput
+    from flywheel.evaluate import load_model as load_any  # the one loader (it knows the packaged model's names)
 
     try:
-        model = SentenceTransformer(name_or_path, device=resolve_device(device))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot load model {name_or_path!r}: {exc}. Give a local folder, or a hub name with network "
-            "access or a warm HF cache."
-        ) from exc
+        model = load_any(name_or_path, device=resolve_device(device))
+    except InvalidInput as exc:  # for a server, a model that does not load is a configuration error
+        raise ConfigError(f"{exc}. Give a local folder, or a hub name with network access or a warm HF cache.") from exc
     model.eval()
     return model
 

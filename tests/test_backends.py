@@ -17,6 +17,7 @@ from flywheel.api import create_app
 from flywheel.config import Settings
 from flywheel.datasets import LabelledPair
 from flywheel.encoder import compatible, load_model
+from flywheel.errors import ConfigError
 from flywheel.guard import export_and_guard
 from flywheel.registry import ModelVersion, now_iso
 from flywheel.service import Service
@@ -228,3 +229,10 @@ def test_adapter_cycle_promotes_and_rolls_back_on_int8(tmp_path: Path, tiny_mode
         assert stored_vs_encoded(service, "v1") < 0.05  # still the int8 vectors the queries are encoded with
         assert api.post("/models/rollback", json={}).json() == {"model_version": "v1", "previous": "v2"}
         assert api.post("/search", json={"query": QUERY, "k": 3}).json()["model_version"] == "v1"
+
+
+def test_load_model_knows_the_packaged_names_and_says_what_to_fix(tmp_path: Path) -> None:
+    model = load_model("all-MiniLM-L6-v2", device="cpu")  # the alias resolves to the packaged copy, offline
+    assert model.get_embedding_dimension() == 384 and not model.training
+    with pytest.raises(ConfigError, match=r"cannot load model .*nope.*Give a local folder"):
+        load_model(str(tmp_path / "nope"), device="cpu")
