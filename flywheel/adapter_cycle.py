@@ -156,10 +156,10 @@ def run_adapter_cycle(
         gate,
         mine_and_split,
         new_report,
-        prune,
         settle_failure,
         stage_timer,
     )
+    from flywheel.versions import prune
 
     settings = service.settings
     started = time.monotonic()

@@ -17,7 +17,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from flywheel import __version__
 from flywheel.config import Settings
-from flywheel.cycle import rollback
 from flywheel.errors import Conflict, FlywheelError, InvalidInput, NotFound, PayloadTooLarge, StoreLocked
 from flywheel.metrics import Metrics, install
 from flywheel.report import list_reports, load_report, report_html_path
@@ -42,6 +41,7 @@ from flywheel.schemas import (
 )
 from flywheel.service import Service
 from flywheel.store import Document, Event
+from flywheel.versions import rollback
 
 log = logging.getLogger(__name__)
 

@@ -222,7 +222,7 @@ def rollback(
         settings = _settings(config, data_dir=data_dir)
         with _open_or_client(settings) as (service, client):
             if service is not None:
-                from flywheel.cycle import rollback as do_rollback
+                from flywheel.versions import rollback as do_rollback
 
                 version = do_rollback(service, to).version
             else:

@@ -1,25 +1,23 @@
 """One retraining cycle: mine → split → train → evaluate → gate → re-embed → swap → report.
 
 Each stage lives in its own module; this one only strings them together and keeps the books (timings,
-counts, cleanup of a rejected or failed candidate). `rollback` shares the swap machinery.
+counts, cleanup of a rejected or failed candidate). Rollback and pruning live in flywheel.versions.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from flywheel.adapter import AdaptedQueries, QueryAdapter, adapted_pair_error
 from flywheel.datasets import examples_from_labelled, load_labelled_pairs
-from flywheel.encoder import Encoder, compatible
-from flywheel.errors import IndexMismatch, InvalidInput, NotFound
+from flywheel.encoder import Encoder
+from flywheel.errors import IndexMismatch, InvalidInput
 from flywheel.evaluate import compare_pair_error, paired_bootstrap, retrieval_scores
 from flywheel.gate import budget_check, decide, error_checks, golden_check, retrieval_check
 from flywheel.guard import export_and_guard, torch_reference
@@ -30,6 +28,7 @@ from flywheel.service import Service
 from flywheel.split import labelled, split_by_group
 from flywheel.train import TrainConfig
 from flywheel.train_child import train_in_subprocess
+from flywheel.versions import prune
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +153,7 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
             service.index.create(version, challenger.dimension, replace=True, backend=bulk.backend)
             for batch in service.store.iter_documents(batch_size=2048):
                 service.embed_into(version, bulk, batch, progress=False)
-            since = _catch_up(service, challenger, since)
+            since = service.catch_up(challenger, since)
             done()
             done = timed("evaluate_retrieval")
             incumbent_side = AdaptedQueries(incumbent.version, incumbent.encode, service.adapter)
@@ -169,7 +168,7 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
             done = timed("swap")
 
             def final_catch_up() -> None:
-                _catch_up(service, challenger, since)
+                service.catch_up(challenger, since)
                 expected = service.store.count_documents()
                 if service.index.count(version) != expected:
                     raise IndexMismatch(
@@ -306,16 +305,6 @@ def _corpus(service: Service) -> dict[str, str]:
     return {d.id: d.text for batch in service.store.iter_documents(batch_size=4096) for d in batch}
 
 
-def _catch_up(service: Service, encoder: Encoder, since: datetime) -> datetime:
-    """Apply documents written or deleted since `since` to the candidate's collection; return the new mark."""
-    mark = service.mark()
-    docs, deleted = service.changed_since(since)
-    if docs:
-        service.embed_into(encoder.version, encoder, docs)
-    service.index.delete(encoder.version, deleted)
-    return mark
-
-
 def _vectors_in_order(service: Service, version: str, ids: list[str]) -> np.ndarray:
     """A collection's vectors aligned to `ids` (read back from Qdrant: nothing is encoded twice)."""
     found: dict[str, np.ndarray] = {}
@@ -396,87 +385,4 @@ def _discard(service: Service, version: str, status: str, metrics: dict[str, Any
     mark_discarded(service.registry, version, status, metrics)
 
 
-def prune(service: Service) -> list[str]:
-    """Keep the incumbent and the newest `keep_versions - 1` other servable versions; drop the rest's
-    collections and weights (meta.json stays, so the history and reports still resolve)."""
-    incumbent = service.registry.incumbent().version
-    servable = [v for v in service.registry.versions() if v.status in ("incumbent", "retired")]
-    others = sorted((v for v in servable if v.version != incumbent), key=lambda v: -v.number)
-    keep = {incumbent} | {v.version for v in others[: service.settings.keep_versions - 1]}
-    # An adapter serves through its base's encoder and collection: those stay while the adapter is kept.
-    keep |= {v.parent for v in servable if v.kind == "adapter" and v.version in keep and v.parent}
-    keep.add(service.encoder.version)
-    dropped = []
-    for entry in servable:
-        if entry.version in keep:
-            continue
-        service.index.drop(entry.version)
-        if entry.kind != "base":
-            for item in entry.path.iterdir():
-                if item.name != "meta.json":
-                    shutil.rmtree(item) if item.is_dir() else item.unlink()
-        service.registry.mark(entry.version, "pruned")
-        dropped.append(entry.version)
-    return dropped
-
-
-def rollback(service: Service, to: str | None = None) -> ModelVersion:
-    """Put alias and encoder back on a kept version (default: the one before the incumbent), atomically.
-
-    Raises:
-        NotFound: no such version, no previous version, or its weights were pruned.
-    """
-    registry = service.registry
-    current = registry.incumbent().version
-    if to is None:
-        previous = [h["previous"] for h in registry.history() if h["version"] == current and h["previous"]]
-        if not previous:
-            raise NotFound(f"{current} has no previous version to roll back to")
-        to = previous[-1]
-    target = registry.get(to)
-    if target.version == current or to not in kept_versions(service):
-        raise NotFound(
-            f"{to} cannot serve (status {target.status}); versions to roll back to: {kept_versions(service)}"
-        )
-    encoder, adapter = service.load_serving(target)  # an adapter serves on its base's encoder and collection
-    if encoder is service.encoder:  # same collection: only the query transform changes
-        service.swap(encoder, adapter=adapter)
-        return registry.promote(to, action="rollback")
-    base = encoder.version
-    # A retired collection missed every write since it stopped serving: replay those, or rebuild it (also when
-    # its vectors came from a backend of another precision than today's query encoder).
-    since = _retired_at(service, base)
-    usable = service.index.exists(base) and compatible(service.index.vectors_backend(base), encoder.backend)
-    if since is None or not usable:
-        since = service.mark()
-        bulk = service.bulk_encoder(registry.get(base), encoder)
-        service.index.create(base, encoder.dimension, replace=True, backend=bulk.backend)
-        for batch in service.store.iter_documents(batch_size=2048):
-            service.embed_into(base, bulk, batch)
-    service.swap(encoder, before_switch=lambda: _catch_up(service, encoder, since), adapter=adapter)
-    return registry.promote(to, action="rollback")
-
-
-def _retired_at(service: Service, version: str) -> datetime | None:
-    """When `version` last stopped serving (naive UTC), from the registry history (an adapter on it counts as
-    it still serving, so the earlier hand-over is taken: replaying more is harmless, less would lose writes)."""
-    times = [h["at"] for h in service.registry.history() if h["previous"] == version and h["version"] != version]
-    if not times:
-        return None
-    return datetime.fromisoformat(times[-1]).astimezone(UTC).replace(tzinfo=None) - timedelta(seconds=1)
-
-
-def kept_versions(service: Service) -> list[str]:
-    """Versions a rollback can target: retired ones that kept their weights, and base models (by name); an
-    adapter only while its base can serve again."""
-    versions = service.registry.versions()
-    servable = {v.version for v in versions if v.kind != "adapter" and (v.status != "pruned" or v.kind == "base")}
-    return [
-        v.version
-        for v in versions
-        if (v.status == "retired" or (v.kind == "base" and v.status == "pruned"))
-        and (v.kind != "adapter" or v.parent in servable)
-    ]
-
-
-__all__ = ["kept_versions", "prune", "rollback", "run_cycle", "train_config"]
+__all__ = ["run_cycle", "train_config"]

@@ -334,6 +334,15 @@ class Service:
         with self._serving:
             return utcnow()
 
+    def catch_up(self, encoder: Encoder, since: datetime) -> datetime:
+        """Apply documents written or deleted since `since` to `encoder`'s collection; return the new mark."""
+        mark = self.mark()
+        docs, deleted = self.changed_since(since)
+        if docs:
+            self.embed_into(encoder.version, encoder, docs)
+        self.index.delete(encoder.version, deleted)
+        return mark
+
     def changed_since(self, since: datetime) -> tuple[list[Document], list[str]]:
         """Documents upserted and ids deleted since a time (re-embedding catch-up)."""
         docs = [d for batch in self.store.iter_documents(changed_since=since) for d in batch]
