@@ -150,7 +150,7 @@ def dev_metrics(base_q: np.ndarray, cand_q: np.ndarray, cand_d: np.ndarray, base
 
 def ndcg(query_vecs: np.ndarray, doc_vecs: np.ndarray, qids: list, doc_ids: list, relevant: dict) -> np.ndarray:
     """Per-query nDCG@10 (binary relevance) by exact search."""
-    from flywheel.evaluate import retrieval_scores
+    from flywheel.ranking import retrieval_scores
 
     class Fixed:
         def encode(self, texts: list[str], **_: Any) -> np.ndarray:

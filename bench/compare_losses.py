@@ -35,7 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from flywheel.datasets import LabelledPair, TrainingExample, load_labelled_pairs  # noqa: E402
-from flywheel.evaluate import compare_pair_error, compare_retrieval, encode_normalized, load_model  # noqa: E402
+from flywheel.evaluate import compare_pair_error, encode_normalized, load_model  # noqa: E402
+from flywheel.ranking import compare_retrieval  # noqa: E402
 from flywheel.train import TrainConfig, train_model  # noqa: E402
 
 DATA = Path("/work/shared/data/quora_duplicate_questions")

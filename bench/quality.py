@@ -27,7 +27,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from flywheel.evaluate import load_model, paired_bootstrap, retrieval_scores  # noqa: E402
+from flywheel.evaluate import load_model, paired_bootstrap  # noqa: E402
+from flywheel.ranking import retrieval_scores  # noqa: E402
 from flywheel.sweep import SweepSpec, cell_id, load_split, run_sweep  # noqa: E402
 
 DATA = Path("/work/shared/data/quora_duplicate_questions")

@@ -21,9 +21,10 @@ from flywheel.adapter import AdaptedQueries, AdapterConfig, QueryAdapter, compar
 from flywheel.datasets import LabelledPair, load_labelled_pairs
 from flywheel.encoder import Encoder, resolve_device
 from flywheel.errors import InvalidInput
-from flywheel.evaluate import paired_bootstrap, retrieval_scores
+from flywheel.evaluate import paired_bootstrap
 from flywheel.gate import error_checks, golden_check, retrieval_check
 from flywheel.pairs import Pair, write_snapshot
+from flywheel.ranking import retrieval_scores
 from flywheel.registry import ModelVersion, now_iso
 from flywheel.service import Service
 from flywheel.split import labelled

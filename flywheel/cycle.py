@@ -18,10 +18,11 @@ from flywheel.adapter import AdaptedQueries, QueryAdapter, adapted_pair_error
 from flywheel.datasets import examples_from_labelled, load_labelled_pairs
 from flywheel.encoder import Encoder
 from flywheel.errors import IndexMismatch, InvalidInput
-from flywheel.evaluate import compare_pair_error, paired_bootstrap, retrieval_scores
+from flywheel.evaluate import compare_pair_error, paired_bootstrap
 from flywheel.gate import budget_check, decide, error_checks, golden_check, retrieval_check
 from flywheel.guard import export_and_guard, torch_reference
 from flywheel.pairs import add_mined_negatives, mine_pairs, write_snapshot
+from flywheel.ranking import retrieval_scores
 from flywheel.registry import ModelVersion, mark_discarded, now_iso
 from flywheel.report import write_report
 from flywheel.service import Service
