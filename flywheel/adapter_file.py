@@ -78,9 +78,6 @@ def train_adapter_file(
     if "bce" in config.loss and len({p.label > 0 for p in pairs}) < 2:
         raise InvalidInput(f"{pairs_path}: loss {config.loss} needs both labels (0 and 1); try --loss mnrl")
     texts = pair_texts(pairs)
-    log.info("embedding %d distinct texts with %s", len(texts), base_model)
-    model = load_model(base_model)
-    vectors = _encode(model, texts, progress)
     row = {text: i for i, text in enumerate(texts)}
     rows = [(row[p.query], row[p.document], int(p.label > 0)) for p in pairs if p.query != p.document]
     if symmetric:
@@ -88,11 +85,13 @@ def train_adapter_file(
     examples = _examples(rows)
     if not examples and "mnrl" in config.loss:
         raise InvalidInput(f"{pairs_path}: no query has a positive document; loss {config.loss} needs one")
-    as_rows = np.array(examples, dtype=np.int64), np.array(rows, dtype=np.int64)
-    trained = train_adapter(vectors, vectors, *as_rows, config)
     out_dir = Path(out_dir)
-    tmp = prepare_tmp_dir(out_dir)
+    tmp = prepare_tmp_dir(out_dir)  # before minutes of embedding: a taken folder fails at once
     try:
+        log.info("embedding %d distinct texts with %s", len(texts), base_model)
+        vectors = _encode(load_model(base_model), texts, progress)
+        as_rows = np.array(examples, dtype=np.int64), np.array(rows, dtype=np.int64)
+        trained = train_adapter(vectors, vectors, *as_rows, config)
         QueryAdapter("adapter", str(base_model), trained.weight, trained.bias).save(tmp)
         meta = _meta(pairs_path, base_model, trained, len(pairs), symmetric, vectors.shape[1])
         write_json_atomic(tmp / META_FILE, meta)

@@ -75,7 +75,10 @@ def _train_query_adapter(pairs: Path, out: Path, base: str, given: dict[str, Any
 
     from flywheel.adapter_file import LABELLED_DEFAULTS, train_adapter_file
 
-    given = {**given, "epochs": int(given["epochs"])} if "epochs" in given else given
+    if "epochs" in given:
+        if given["epochs"] != int(given["epochs"]) or given["epochs"] < 1:
+            raise InvalidInput(f"--query-adapter needs a whole number of --epochs (at least 1), got {given['epochs']}")
+        given["epochs"] = int(given["epochs"])
     meta = train_adapter_file(pairs, out, base, replace(LABELLED_DEFAULTS, seed=seed, **given), symmetric)
     console.print(
         f"saved {out}: query adapter over {meta['base_model']}, {meta['steps']} steps in {meta['duration_s']:.0f} s "

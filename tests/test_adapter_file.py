@@ -97,4 +97,6 @@ def test_cli_train_query_adapter_then_evaluate(tmp_path: Path, tiny_model_path: 
     assert bad_loss.exit_code == 2 and "unknown adapter loss" in bad_loss.output
     mixed = runner.invoke(app, [*other, "--dim", "128", "--max-steps", "5"])
     assert mixed.exit_code == 2 and "--dim, --max-steps do(es) not apply to --query-adapter" in mixed.output
+    fractional = runner.invoke(app, [*other, "--epochs", "2.5"])
+    assert fractional.exit_code == 2 and "whole number of --epochs" in fractional.output
     assert not (tmp_path / "other").exists()
