@@ -10,7 +10,7 @@ incumbent (the packaged MiniLM) on the same held-out feedback, in the same run. 
 - keywords: the demo's queries typed as keywords (stop words dropped), as chat users often do;
 - single-duplicate: each query's one labelled duplicate is its only answer (bench/adapter_vs_full.py's world);
 - did-you-mean: raw train-pool pairs as suggestions: question2 answers question1 when Quora says duplicate,
-  and users give a thumbs-down to a suggestion Quora labels non-duplicate (clean, labelled negatives).
+  and users give a thumbs-down (7 times in 10) to a suggestion Quora labels non-duplicate (clean, labelled negatives).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/demo_worlds.py [--seeds 0,1,2] [--queries 3500]
 
