@@ -156,7 +156,9 @@ def sweep(
     ] = None,
     sizes: Annotated[str, typer.Option(help="Training sizes in pairs, comma-separated.")] = "100,300,1000,3000,10000",
     dims: Annotated[str, typer.Option(help="Output dimensions: integers or 'full', comma-separated.")] = "full,256",
-    modes: Annotated[str, typer.Option(help="Training modes: full (fine-tune) and/or adapter.")] = "full,adapter",
+    modes: Annotated[
+        str, typer.Option(help="Training modes: full (fine-tune), adapter (frozen base + Dense), query-adapter.")
+    ] = "full,adapter,query-adapter",
     out: Annotated[Path, typer.Option(help="Results CSV; rows already there are skipped (resume).")] = Path(
         "sweep/sweep.csv"
     ),

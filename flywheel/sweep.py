@@ -18,11 +18,18 @@ import numpy as np
 
 from flywheel.datasets import LabelledPair, examples_from_labelled, load_labelled_pairs
 from flywheel.errors import InvalidInput
-from flywheel.evaluate import cosine_scores, load_model, pair_error, paired_bootstrap, split_calibration
+from flywheel.evaluate import (
+    cosine_scores,
+    encode_normalized,
+    load_model,
+    pair_error,
+    paired_bootstrap,
+    split_calibration,
+)
 
 logger = logging.getLogger(__name__)
 
-MODES = ("full", "adapter")
+MODES = ("full", "adapter", "query-adapter")
 DEFAULT_SIZES = (100, 300, 1000, 3000, 10000)
 DEFAULT_DIMS: tuple[int | None, ...] = (None, 256)
 SHIPPED_EVAL = Path(__file__).parent / "data" / "quora" / "dev.jsonl.gz"
@@ -78,10 +85,24 @@ class SplitData:
 
 @dataclass
 class _Base:
-    """Cached scores of an untrained model at one dim: its result row and per-test-pair errors."""
+    """Cached scores of an untrained model at one dim: its result row and per-test-pair errors.
+
+    Query-adapter cells reuse the base model and its vectors (truncated to the dim), embedding each text once.
+    """
 
     row: dict[str, Any]
     errors: np.ndarray = field(repr=False)
+    model: Any = field(default=None, repr=False)
+    dim: int | None = None
+    vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit-length base vectors of `texts` at this dim, computed once per text."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            self.model.truncate_dim = self.dim
+            self.vectors.update(zip(missing, encode_normalized(self.model, missing), strict=True))
+        return np.stack([self.vectors[t] for t in texts])
 
 
 def load_split(spec: SweepSpec) -> SplitData:
@@ -224,7 +245,7 @@ def _evaluate_base(spec: SweepSpec, data: SplitData, model_name: str, dim: int |
     row = _row(spec, data, model_name, "base", dim, 0, emb_dim, result)
     row.update(base_error_rate=result.error_rate, delta_vs_base=0.0, delta_ci_low=0.0, delta_ci_high=0.0)
     row.update(relative_reduction=0.0, n_train=0, train_seconds=0.0, steps=0)
-    return _Base(row, result.errors)
+    return _Base(row, result.errors, model, dim)
 
 
 def _run_cell(
@@ -235,6 +256,8 @@ def _run_cell(
     from flywheel.train import TrainResult as _Result
 
     model_name, mode, dim, size = cell
+    if mode == "query-adapter":
+        return _run_query_adapter_cell(spec, data, base, cell)
     out_dir = work_dir / cell_id(spec, data.data_key, *cell)
     if (out_dir / "meta.json").exists():
         from flywheel.registry import read_json
@@ -261,6 +284,41 @@ def _run_cell(
         relative_reduction=1 - scored.error_rate / base_error if base_error else None,
         train_seconds=round(result.duration_s, 2), steps=result.steps, stop_reason=result.stop_reason or "",
         learning_rate=result.hyperparameters.get("learning_rate"), loss=result.hyperparameters.get("loss"),
+    )  # fmt: skip
+    return row
+
+
+def _run_query_adapter_cell(
+    spec: SweepSpec, data: SplitData, base: _Base, cell: tuple[str, str, int | None, int]
+) -> dict[str, Any]:
+    """Frozen base + a query-side linear map (flywheel.adapter) trained on the cell's pairs, in seconds."""
+    from dataclasses import replace
+
+    from flywheel.adapter import QueryAdapter, train_adapter
+    from flywheel.adapter_file import LABELLED_DEFAULTS, _examples
+
+    model_name, mode, dim, size = cell
+    pairs = data.train[:size]
+    q, d = base.encode([p.query for p in pairs]), base.encode([p.document for p in pairs])
+    n = len(pairs)
+    rows = [(i, n + i, int(p.label > 0)) for i, p in enumerate(pairs)]  # query i against document n + i
+    config = replace(LABELLED_DEFAULTS, seed=spec.seed, epochs=max(1, round(spec.epochs * LABELLED_DEFAULTS.epochs)))
+    vectors = np.concatenate([q, d])
+    trained = train_adapter(vectors, vectors, np.array(_examples(rows), dtype=np.int64), np.array(rows), config)
+    adapter = QueryAdapter("cell", model_name, trained.weight, trained.bias)
+    held = data.calibration + data.test
+    scores = (adapter.apply(base.encode([p.query for p in held])) * base.encode([p.document for p in held])).sum(1)
+    labels = np.array([p.label for p in held], dtype=int)
+    n_cal = len(data.calibration)
+    scored = pair_error(scores[:n_cal], labels[:n_cal], scores[n_cal:], labels[n_cal:], spec.n_boot, spec.seed)
+    delta, lo, hi = paired_bootstrap(base.errors, scored.errors, spec.n_boot, spec.seed)
+    row = _row(spec, data, model_name, mode, dim, size, int(vectors.shape[1]), scored)
+    base_error = float(base.row["error_rate"])
+    row.update(
+        n_train=size, base_error_rate=base_error, delta_vs_base=delta, delta_ci_low=lo, delta_ci_high=hi,
+        relative_reduction=1 - scored.error_rate / base_error if base_error else None,
+        train_seconds=trained.duration_s, steps=trained.steps, epochs=config.epochs, batch_size=config.batch_size,
+        learning_rate=config.learning_rate, loss=config.loss,
     )  # fmt: skip
     return row
 

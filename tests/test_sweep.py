@@ -120,3 +120,21 @@ def test_bad_grid_and_dims_are_one_line_errors(pairs_file: Path, tmp_path: Path)
     assert result.exit_code == 2
     assert "unknown mode 'lora'" in result.output
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_query_adapter_cells_train_on_cached_base_vectors(pairs_file: Path, minilm_path: str, tmp_path: Path) -> None:
+    spec = SweepSpec(
+        eval_file=pairs_file, models=[minilm_path], sizes=[60, 120], dims=[None, 128], modes=["query-adapter"]
+    )
+    rows = run_sweep(spec, tmp_path / "qa.csv", progress=False)
+    cells = [r for r in rows if r["mode"] == "query-adapter"]
+    assert {(r["dim"], r["size"]) for r in cells} == {(d, s) for d in ("full", 128) for s in (60, 120)}
+    for r in cells:
+        base = next(b for b in rows if b["mode"] == "base" and b["dim"] == r["dim"])
+        assert r["embedding_dim"] == (384 if r["dim"] == "full" else 128)
+        assert r["base_error_rate"] == pytest.approx(base["error_rate"])  # paired with the base at the same dim
+        assert r["steps"] >= 1 and r["epochs"] == 10 and r["loss"] == "mnrl+bce" and r["train_seconds"] > 0
+        assert r["delta_ci_low"] <= r["delta_vs_base"] <= r["delta_ci_high"]
+        assert r["delta_vs_base"] == pytest.approx(r["error_rate"] - r["base_error_rate"], abs=0.03)
+    assert not (tmp_path / "qa-models").exists()  # nothing written per cell
+    assert (tmp_path / "qa.png").read_bytes()[:4] == b"\x89PNG"
