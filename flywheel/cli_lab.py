@@ -169,6 +169,9 @@ def sweep(
     max_minutes: Annotated[float | None, typer.Option(help="Training time cap per cell.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the subsets and training.")] = 42,
     keep_models: Annotated[bool, typer.Option(help="Keep each cell's trained model.")] = False,
+    symmetric: Annotated[
+        bool, typer.Option(help="query-adapter cells also train each pair the other way round (duplicate questions).")
+    ] = False,
 ) -> None:
     """Train and evaluate a grid of base model x training size x dimension x mode; write a CSV and a chart."""
 
@@ -187,6 +190,7 @@ def sweep(
             loss=loss,
             seed=seed,
             max_minutes=max_minutes,
+            symmetric=symmetric,
         )
         _setup_logging("warning")
         from transformers.utils import logging as hf_logging
@@ -200,7 +204,7 @@ def sweep(
                 f"error {100 * row['error_rate']:.1f}% {ci}  train {float(row['train_seconds']):.0f} s"
             )
 
-        rows = run_sweep(spec, out, chart, on_row=show)
+        rows = run_sweep(spec, out, chart, keep_models=keep_models, on_row=show)
         console.print(f"{len(rows)} rows in {out}; chart: {chart or out.with_suffix('.png')}")
 
     _run(go)

@@ -59,6 +59,7 @@ class SweepSpec:
     seed: int = 42
     max_minutes: float | None = None
     n_boot: int = 1000
+    symmetric: bool = False  # query-adapter cells also train each pair the other way round (duplicate questions)
 
     def validate(self) -> None:
         """Raise InvalidInput on a grid that cannot run."""
@@ -149,6 +150,7 @@ def grid(spec: SweepSpec) -> list[tuple[str, str, int | None, int]]:
 def cell_id(spec: SweepSpec, data_key: str, model: str, mode: str, dim: int | None, size: int) -> str:
     """A stable id of one cell: the same settings on the same data give the same id (what resuming skips)."""
     train = "" if mode == "base" else f"{spec.epochs}|{spec.batch_size}|{spec.loss}|{spec.max_minutes}"
+    train += "|symmetric" if spec.symmetric and mode == "query-adapter" else ""
     text = f"{data_key}|{model}|{mode}|{dim or 'full'}|{size}|{spec.seed}|{train}"
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
@@ -302,6 +304,8 @@ def _run_query_adapter_cell(
     q, d = base.encode([p.query for p in pairs]), base.encode([p.document for p in pairs])
     n = len(pairs)
     rows = [(i, n + i, int(p.label > 0)) for i, p in enumerate(pairs)]  # query i against document n + i
+    if spec.symmetric:
+        rows += [(n + i, i, y) for i, _, y in rows]
     config = replace(LABELLED_DEFAULTS, seed=spec.seed, epochs=max(1, round(spec.epochs * LABELLED_DEFAULTS.epochs)))
     vectors = np.concatenate([q, d])
     trained = train_adapter(vectors, vectors, np.array(_examples(rows), dtype=np.int64), np.array(rows), config)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from flywheel.cli import app
 from flywheel.errors import InvalidInput
-from flywheel.sweep import SHIPPED_EVAL, SweepSpec, load_split, parse_dims, read_rows, run_sweep
+from flywheel.sweep import SHIPPED_EVAL, SweepSpec, cell_id, load_split, parse_dims, read_rows, run_sweep
 
 runner = CliRunner()
 
@@ -138,3 +138,34 @@ def test_query_adapter_cells_train_on_cached_base_vectors(pairs_file: Path, mini
         assert r["delta_vs_base"] == pytest.approx(r["error_rate"] - r["base_error_rate"], abs=0.03)
     assert not (tmp_path / "qa-models").exists()  # nothing written per cell
     assert (tmp_path / "qa.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_symmetric_and_keep_models_reach_the_cells(pairs_file: Path, tiny_model_path: Path, tmp_path: Path) -> None:
+    one_way = SweepSpec(eval_file=pairs_file, models=[str(tiny_model_path)], sizes=[40], dims=[None])
+    both_ways = SweepSpec(**{**vars(one_way), "symmetric": True})
+    data = load_split(one_way)
+    for mode in ("full", "adapter"):  # only query-adapter cells train both ways, so only their ids change
+        assert cell_id(one_way, data.data_key, "m", mode, None, 40) == cell_id(
+            both_ways, data.data_key, "m", mode, None, 40
+        )
+    assert cell_id(one_way, data.data_key, "m", "query-adapter", None, 40) != cell_id(
+        both_ways, data.data_key, "m", "query-adapter", None, 40
+    )
+    out = tmp_path / "keep.csv"
+    args = ["sweep", "--eval", str(pairs_file), "-m", str(tiny_model_path), "--sizes", "20", "--dims", "full"]
+    result = runner.invoke(
+        app, [*args, "--modes", "full,query-adapter", "--symmetric", "--keep-models", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = _csv_rows(out)
+    full = next(r for r in rows if r["mode"] == "full")
+    assert (tmp_path / "keep-models" / full["cell_id"] / "meta.json").exists()  # --keep-models kept it
+    qa = next(r for r in rows if r["mode"] == "query-adapter")
+    assert qa["cell_id"] == cell_id(
+        SweepSpec(**{**vars(one_way), "sizes": [20], "symmetric": True}),
+        data.data_key,
+        str(tiny_model_path),
+        "query-adapter",
+        None,
+        20,
+    )
