@@ -151,16 +151,15 @@ def run_adapter_cycle(
         The report (kind "adapter"), with `decision` one of "promoted", "rejected", "failed".
     """
     from flywheel.cycle import (
-        _discard,
-        _summary,
         finish_report,
         gate,
         mine_and_split,
         new_report,
+        settle_decision,
         settle_failure,
+        split_counts,
         stage_timer,
     )
-    from flywheel.versions import prune
 
     settings = service.settings
     started = time.monotonic()
@@ -179,19 +178,13 @@ def run_adapter_cycle(
         cache = gather_vectors(service, encoder, mined.pairs)
         queries, examples, pairs = training_arrays(train_rows, cache)
         report["counts"] = {
-            **mined.counts,
-            "train_pairs": len(train_rows),
-            "heldout_pairs": len(heldout_rows),
-            "heldout_queries": len({p.group for p in heldout_rows}),
-            "train_examples": len(examples),
+            **split_counts(mined.counts, train_rows, heldout_rows, len(examples)),
             "logged_query_vectors": cache.logged_queries,
             "encoded_queries": cache.encoded_queries,
             "encoded_documents": cache.encoded_documents,
             "document_vectors_read": len(cache.doc_ids) - cache.encoded_documents,
         }
         done()
-        if not len(examples):
-            raise InvalidInput("no training example: no training-side query has a clicked document yet")
 
         done = timed("train")
         version, folder = service.registry.allocate()
@@ -247,18 +240,9 @@ def run_adapter_cycle(
         done()
 
         decision = gate(report, checks, started, settings)
-        if decision.promote:
-            done = timed("swap")
-            service.swap(encoder, adapter=candidate)  # same encoder and collection: only the query transform
-            service.registry.mark(version, "candidate", _summary(report))
-            service.registry.promote(version)
-            report["serving_after"] = version
-            report["decision"] = "promoted"
-            done()
-            prune(service)
-        else:
-            report["decision"] = "rejected"
-            _discard(service, version, status="rejected", metrics=_summary(report))
+        # Same encoder and collection: promotion switches only the query transform.
+        swap = lambda: service.swap(encoder, adapter=candidate)  # noqa: E731
+        settle_decision(service, report, version, decision.promote, timed, swap)
     except Exception as exc:
         log.exception("adapter cycle %s failed", cycle_id)
         settle_failure(service, report, exc)

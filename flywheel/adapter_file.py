@@ -80,18 +80,14 @@ def train_adapter_file(
     texts = pair_texts(pairs)
     row = {text: i for i, text in enumerate(texts)}
     rows = [(row[p.query], row[p.document], int(p.label > 0)) for p in pairs if p.query != p.document]
-    if symmetric:
-        rows += [(d, q, y) for q, d, y in rows]
-    examples = _examples(rows)
-    if not examples and "mnrl" in config.loss:
+    if "mnrl" in config.loss and not any(y for _, _, y in rows):
         raise InvalidInput(f"{pairs_path}: no query has a positive document; loss {config.loss} needs one")
     out_dir = Path(out_dir)
     tmp = prepare_tmp_dir(out_dir)  # before minutes of embedding: a taken folder fails at once
     try:
         log.info("embedding %d distinct texts with %s", len(texts), base_model)
         vectors = _encode(load_model(base_model), texts, progress)
-        as_rows = np.array(examples, dtype=np.int64), np.array(rows, dtype=np.int64)
-        trained = train_adapter(vectors, vectors, *as_rows, config)
+        trained = fit_query_adapter(vectors, rows, config, symmetric)
         QueryAdapter("adapter", str(base_model), trained.weight, trained.bias).save(tmp)
         meta = _meta(pairs_path, base_model, trained, len(pairs), symmetric, vectors.shape[1])
         write_json_atomic(tmp / META_FILE, meta)
@@ -163,6 +159,25 @@ def _encode(model: Any, texts: list[str], progress: bool) -> np.ndarray:
             parts.append(encode_normalized(model, texts[start : start + chunk]))
             bar.advance(task, len(parts[-1]))
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def fit_query_adapter(
+    vectors: np.ndarray, rows: list[tuple[int, int, int]], config: AdapterConfig, symmetric: bool = False
+) -> AdapterTraining:
+    """Train a query adapter on labelled (query row, document row, label) pairs of one vector table.
+
+    Args:
+        vectors: Unit-length base vectors; queries and documents are rows of it.
+        rows: (query row, document row, 0/1) labelled pairs.
+        config: Hyperparameters.
+        symmetric: Also train every pair the other way round (duplicate questions have no query side).
+
+    Returns:
+        The trained weights and how training went.
+    """
+    rows = rows + [(d, q, y) for q, d, y in rows] if symmetric else rows
+    examples = np.array(_examples(rows), dtype=np.int64)
+    return train_adapter(vectors, vectors, examples, np.array(rows, dtype=np.int64), config)
 
 
 def _examples(rows: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:

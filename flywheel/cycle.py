@@ -86,16 +86,8 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
         write_snapshot(mined, settings.cycles_dir / cycle_id / "pairs.parquet")
         heldout = labelled(heldout_rows)
         examples = examples_from_labelled(labelled(train_rows))
-        report["counts"] = {
-            **mined.counts,
-            "train_pairs": len(train_rows),
-            "heldout_pairs": len(heldout),
-            "heldout_queries": len({p.group for p in heldout_rows}),
-            "train_examples": len(examples),
-        }
+        report["counts"] = split_counts(mined.counts, train_rows, heldout_rows, len(examples))
         done()
-        if not examples:
-            raise InvalidInput("no training example: no training-side query has a clicked document yet")
 
         done = timed("train")
         version, folder = service.registry.allocate()
@@ -165,28 +157,23 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
             done()
         decision = gate(report, checks, started, settings)
 
-        if decision.promote:
-            done = timed("swap")
+        def final_catch_up() -> None:
+            service.catch_up(challenger, since)
+            expected = service.store.count_documents()
+            if service.index.count(version) != expected:
+                raise IndexMismatch(
+                    f"{service.index.collection(version)} has {service.index.count(version)} "
+                    f"points for {expected} documents; not switching"
+                )
 
-            def final_catch_up() -> None:
-                service.catch_up(challenger, since)
-                expected = service.store.count_documents()
-                if service.index.count(version) != expected:
-                    raise IndexMismatch(
-                        f"{service.index.collection(version)} has {service.index.count(version)} "
-                        f"points for {expected} documents; not switching"
-                    )
-
-            service.swap(challenger, before_switch=final_catch_up)
-            service.registry.mark(version, "candidate", _summary(report))
-            service.registry.promote(version)
-            report["serving_after"] = version
-            report["decision"] = "promoted"
-            done()
-            prune(service)
-        else:
-            report["decision"] = "rejected"
-            _discard(service, version, status="rejected", metrics=_summary(report))
+        settle_decision(
+            service,
+            report,
+            version,
+            decision.promote,
+            timed,
+            lambda: service.swap(challenger, before_switch=final_catch_up),
+        )
     except Exception as exc:
         log.exception("cycle %s failed", cycle_id)
         settle_failure(service, report, exc)
@@ -200,6 +187,46 @@ def gate(report: dict[str, Any], checks: list, started: float, settings: Any) ->
     report["checks"] = decision.to_dict()["checks"]
     report["reasons"] = decision.reasons
     return decision
+
+
+def split_counts(mined: dict[str, int], train_rows: list, heldout_rows: list, n_examples: int) -> dict[str, int]:
+    """The report's counts after mining and splitting.
+
+    Raises:
+        InvalidInput: no training example (no training-side query has a click yet): nothing to train.
+    """
+    if not n_examples:
+        raise InvalidInput("no training example: no training-side query has a clicked document yet")
+    return {
+        **mined,
+        "train_pairs": len(train_rows),
+        "heldout_pairs": len(heldout_rows),
+        "heldout_queries": len({p.group for p in heldout_rows}),
+        "train_examples": n_examples,
+    }
+
+
+def settle_decision(
+    service: Service,
+    report: dict[str, Any],
+    version: str,
+    promote: bool,
+    timed: Callable[[str], Callable[[], None]],
+    swap: Callable[[], None],
+) -> None:
+    """Promote the candidate (timed swap, registry, pruning) or discard it, and record the decision."""
+    if not promote:
+        report["decision"] = "rejected"
+        _discard(service, version, status="rejected", metrics=_summary(report))
+        return
+    done = timed("swap")
+    swap()
+    service.registry.mark(version, "candidate", _summary(report))
+    service.registry.promote(version)
+    report["serving_after"] = version
+    report["decision"] = "promoted"
+    done()
+    prune(service)
 
 
 def settle_failure(service: Service, report: dict[str, Any], exc: Exception) -> None:

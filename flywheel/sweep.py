@@ -296,19 +296,17 @@ def _run_query_adapter_cell(
     """Frozen base + a query-side linear map (flywheel.adapter) trained on the cell's pairs, in seconds."""
     from dataclasses import replace
 
-    from flywheel.adapter import QueryAdapter, train_adapter
-    from flywheel.adapter_file import LABELLED_DEFAULTS, _examples
+    from flywheel.adapter import QueryAdapter
+    from flywheel.adapter_file import LABELLED_DEFAULTS, fit_query_adapter
 
     model_name, mode, dim, size = cell
     pairs = data.train[:size]
     q, d = base.encode([p.query for p in pairs]), base.encode([p.document for p in pairs])
     n = len(pairs)
     rows = [(i, n + i, int(p.label > 0)) for i, p in enumerate(pairs)]  # query i against document n + i
-    if spec.symmetric:
-        rows += [(n + i, i, y) for i, _, y in rows]
     config = replace(LABELLED_DEFAULTS, seed=spec.seed, epochs=max(1, round(spec.epochs * LABELLED_DEFAULTS.epochs)))
     vectors = np.concatenate([q, d])
-    trained = train_adapter(vectors, vectors, np.array(_examples(rows), dtype=np.int64), np.array(rows), config)
+    trained = fit_query_adapter(vectors, rows, config, spec.symmetric)
     adapter = QueryAdapter("cell", model_name, trained.weight, trained.bias)
     held = data.calibration + data.test
     scores = (adapter.apply(base.encode([p.query for p in held])) * base.encode([p.document for p in held])).sum(1)
