@@ -32,9 +32,11 @@ CACHE = Path(tempfile.gettempdir()) / "flywheel-bench-cache"
 
 
 def main() -> None:
-    from flywheel.adapter import AdapterConfig, QueryAdapter, compare_scored, train_adapter
-    from flywheel.datasets import load_labelled_pairs, pair_texts
-    from flywheel.evaluate import load_model
+    from flywheel.formats.pairs import load_labelled_pairs, pair_texts
+    from flywheel.learn.query_adapter import AdapterConfig, train_adapter
+    from flywheel.models.loading import load_model
+    from flywheel.models.query_adapter import QueryAdapter
+    from flywheel.scoring.pair_error import compare_scored
 
     runs = sys.argv[1] if len(sys.argv) > 1 else "mnrl+bce:5e-4:10,mnrl+bce:1e-3:10,mnrl:1e-3:10,bce:1e-3:10"
     base = CachedEncoder(load_model("all-MiniLM-L6-v2", device="cpu"))

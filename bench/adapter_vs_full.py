@@ -2,7 +2,7 @@
 
 World (as bench/quora_cycle.py): for duplicate pairs of train_pool (raw rows), question1 is a user query and
 question2 the document that answers it; other train_pool questions fill the corpus. Simulated users
-(flywheel.simulate's cascade model) search `--rounds` times per query and click/skip. To make 10k+ clicks
+(flywheel.lab.simulate's cascade model) search `--rounds` times per query and click/skip. To make 10k+ clicks
 affordable on a 2-core box, the log is written in bulk with the rows `POST /search` writes (hits = exact
 top 10 of the base vectors, the base query vector as float16 with each search), from the base embeddings
 cached by bench/compare_losses.py; 10k searches over HTTP take ~1.5 h here. Events go through
@@ -77,8 +77,10 @@ def write_log(service: Any, world: tuple, emb: np.ndarray, rounds: int, seed: in
     writes (searches with the base query vector, impressions), in bulk; events go through `Service.feedback`."""
     import pyarrow as pa
 
-    from flywheel.simulate import SimulationStats, UserModel, _behave
-    from flywheel.store import Document, Event, encode_vector, utcnow
+    from flywheel.lab.simulate import SimulationStats, UserModel, _behave
+    from flywheel.serve.store import encode_vector
+    from flywheel.types import Document, Event
+    from flywheel.util.files import utcnow
 
     queries, corpus, relevant, row, _ = world
     ids = list(corpus)
@@ -136,7 +138,7 @@ def write_log(service: Any, world: tuple, emb: np.ndarray, rounds: int, seed: in
 
 def dev_metrics(base_q: np.ndarray, cand_q: np.ndarray, cand_d: np.ndarray, base_d: np.ndarray, dev: list) -> dict:
     """Pair error on dev pairs (candidate vs base, paired CI)."""
-    from flywheel.adapter import compare_scored
+    from flywheel.scoring.pair_error import compare_scored
 
     out = compare_scored(dev, (base_q * base_d).sum(1), (cand_q * cand_d).sum(1), seed=0)
     return {
@@ -150,7 +152,7 @@ def dev_metrics(base_q: np.ndarray, cand_q: np.ndarray, cand_d: np.ndarray, base
 
 def ndcg(query_vecs: np.ndarray, doc_vecs: np.ndarray, qids: list, doc_ids: list, relevant: dict) -> np.ndarray:
     """Per-query nDCG@10 (binary relevance) by exact search."""
-    from flywheel.ranking import retrieval_scores
+    from flywheel.scoring.ranking import retrieval_scores
 
     class Fixed:
         def encode(self, texts: list[str], **_: Any) -> np.ndarray:
@@ -174,13 +176,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "adapter_vs_full.json")
     args = parser.parse_args()
 
-    from flywheel.adapter import normalise
-    from flywheel.adapter_cycle import run_adapter_cycle
     from flywheel.config import Settings
-    from flywheel.cycle import run_cycle
-    from flywheel.datasets import load_labelled_pairs, pair_texts
-    from flywheel.evaluate import encode_normalized, load_model, paired_bootstrap
-    from flywheel.service import Service
+    from flywheel.cycle.adapter import run_adapter_cycle
+    from flywheel.cycle.full import run_cycle
+    from flywheel.formats.pairs import load_labelled_pairs, pair_texts
+    from flywheel.models.loading import load_model
+    from flywheel.models.query_adapter import normalise
+    from flywheel.scoring.pair_error import encode_normalized, paired_bootstrap
+    from flywheel.serve.service import Service
 
     base_model = load_model("all-MiniLM-L6-v2", device="cpu")
     base = CachedEncoder(base_model)

@@ -45,8 +45,8 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 def prepare(template: Path, guard_pairs: Path) -> dict:
     """Register the base model in a template data dir and export + guard it once; return the export meta."""
     from flywheel.config import Settings
-    from flywheel.guard import ensure_export
-    from flywheel.service import Service
+    from flywheel.models.guard import ensure_export
+    from flywheel.serve.service import Service
 
     settings = Settings(data_dir=template, guard_pairs=guard_pairs)
     service = Service.open(settings)
@@ -62,8 +62,8 @@ def prepare(template: Path, guard_pairs: Path) -> dict:
 def bare(backend: str, template: Path, docs: list[str], queries: list[str], tolerance: float) -> dict:
     """The encoder alone, in this process: one-query encode p50, corpus docs/s, and the encoder for pair error."""
     from flywheel.config import Settings
-    from flywheel.encoder import load_encoder
-    from flywheel.registry import Registry
+    from flywheel.models.encoder import load_encoder
+    from flywheel.models.registry import Registry
 
     settings = Settings(data_dir=template, encoder_backend=backend, int8_max_error_increase=tolerance)
     registry = Registry(settings.models_dir)
@@ -137,9 +137,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from flywheel.config import Settings
-    from flywheel.datasets import load_labelled_pairs
-    from flywheel.evaluate import compare_pair_error
-    from flywheel.guard import SHIPPED_PAIRS, _Cached, verdict
+    from flywheel.formats.pairs import load_labelled_pairs
+    from flywheel.models.guard import SHIPPED_PAIRS, _Cached, verdict
+    from flywheel.scoring.pair_error import compare_pair_error
 
     docs = _read_jsonl_gz(DATA / "corpus.jsonl.gz")[: args.docs]
     queries = [q["text"] for q in _read_jsonl_gz(DATA / "queries.jsonl.gz")]

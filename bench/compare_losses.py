@@ -34,10 +34,12 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from flywheel.datasets import LabelledPair, TrainingExample, load_labelled_pairs  # noqa: E402
-from flywheel.evaluate import compare_pair_error, encode_normalized, load_model  # noqa: E402
-from flywheel.ranking import compare_retrieval  # noqa: E402
-from flywheel.train import TrainConfig, train_model  # noqa: E402
+from flywheel.formats.pairs import load_labelled_pairs
+from flywheel.learn.finetune import TrainConfig, train_model  # noqa: E402
+from flywheel.models.loading import load_model
+from flywheel.scoring.pair_error import compare_pair_error, encode_normalized  # noqa: E402
+from flywheel.scoring.ranking import compare_retrieval  # noqa: E402
+from flywheel.types import LabelledPair, TrainingExample  # noqa: E402
 
 DATA = Path("/work/shared/data/quora_duplicate_questions")
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -41,8 +41,8 @@ def run_flywheel_cycle(settings: Any, queries: dict, corpus: dict, relevant: dic
     """Ingest, simulate users over HTTP, run one cycle; return the cycle's report and the setup timings."""
     from fastapi.testclient import TestClient
 
-    from flywheel.api import create_app
-    from flywheel.simulate import simulate
+    from flywheel.api.app import create_app
+    from flywheel.lab.simulate import simulate
 
     setup: dict[str, float] = {}
     with TestClient(create_app(settings)) as api:
@@ -63,10 +63,10 @@ def run_flywheel_cycle(settings: Any, queries: dict, corpus: dict, relevant: dic
 
 def training_rows(settings: Any) -> tuple[list, list]:
     """The (examples, labelled pairs) the cycle trained on, mined again from the store (deterministic)."""
-    from flywheel.datasets import examples_from_labelled
-    from flywheel.pairs import mine_pairs
-    from flywheel.split import labelled, split_by_group
-    from flywheel.store import Store
+    from flywheel.cycle.mining import mine_pairs
+    from flywheel.cycle.split import labelled, split_by_group
+    from flywheel.formats.pairs import examples_from_labelled
+    from flywheel.serve.store import Store
 
     store = Store(settings.db_file)
     try:
@@ -87,7 +87,7 @@ def run_plain_trainer(model_path: str, examples: list, pairs: list, config: Any,
     )
     from sentence_transformers.sentence_transformer import losses
 
-    from flywheel.train import _build_datasets  # the same rows the flywheel trainer builds from these pairs
+    from flywheel.learn.finetune import _build_datasets  # the same rows the flywheel trainer builds from these pairs
 
     t0 = time.perf_counter()
     model = SentenceTransformer(model_path, device="cpu")
@@ -119,8 +119,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cycle_stages.json")
     args = parser.parse_args()
 
-    from flywheel.config import Settings, packaged_model_path
-    from flywheel.cycle import train_config
+    from flywheel.config import Settings
+    from flywheel.cycle.full import train_config
+    from flywheel.util.packaged import packaged_model_path
 
     model = args.model or packaged_model_path()
     queries, corpus, relevant = build_world(args.pairs, args.queries, args.corpus, args.seed)

@@ -40,7 +40,7 @@ import adapter_vs_full as avf  # noqa: E402
 import numpy as np  # noqa: E402
 from compare_losses import DATA, CachedEncoder, cached_embeddings, duplicate_clusters  # noqa: E402
 
-import flywheel.simulate as simulate  # noqa: E402
+import flywheel.lab.simulate as simulate  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STOP = set(
@@ -53,7 +53,7 @@ World = tuple[dict[str, str], dict[str, str], dict[str, set[str]], dict[str, set
 
 def demo_world(n: int, fill: bool = True) -> World:
     """The shipped demo set (first `n` queries); without fill the corpus is the judged documents only."""
-    from flywheel.demo import load_world
+    from flywheel.lab.demo import load_world
 
     world = load_world()
     queries = dict(list(world.queries.items())[:n])
@@ -138,7 +138,7 @@ def thumbs_down_user(negative: dict[str, set[str]], probability: float) -> Any:
 
 def dev_vectors(base: CachedEncoder) -> tuple[list[Any], np.ndarray, np.ndarray]:
     """The shared Quora dev pairs and the base vectors of their two sides (an independent check of a candidate)."""
-    from flywheel.datasets import load_labelled_pairs, pair_texts
+    from flywheel.formats.pairs import load_labelled_pairs, pair_texts
 
     dev = load_labelled_pairs(DATA / "dev.jsonl.gz")
     texts = pair_texts(dev)
@@ -149,7 +149,7 @@ def dev_vectors(base: CachedEncoder) -> tuple[list[Any], np.ndarray, np.ndarray]
 
 def dev_change(adapter: Any, dev: tuple[list[Any], np.ndarray, np.ndarray]) -> dict[str, Any] | None:
     """Dev pair error of a promoted adapter vs the base (paired CI); None when nothing was promoted."""
-    from flywheel.adapter import compare_scored
+    from flywheel.scoring.pair_error import compare_scored
 
     if adapter is None:
         return None
@@ -166,9 +166,9 @@ def run_world(
     name: str, world: World, base: CachedEncoder, seed: int, dev: tuple[list[Any], np.ndarray, np.ndarray]
 ) -> dict[str, Any]:
     """Simulate one world with one seed, run one real adapter cycle on it, and check a promoted adapter on dev."""
-    from flywheel.adapter_cycle import run_adapter_cycle
     from flywheel.config import Settings
-    from flywheel.service import Service
+    from flywheel.cycle.adapter import run_adapter_cycle
+    from flywheel.serve.service import Service
 
     queries, corpus, relevant, negative = world
     emb, row, _ = vectors(world, base)
@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument("--worlds", default="demo,no-fill,keywords,single-duplicate,did-you-mean")
     parser.add_argument("--out", type=Path, default=RESULTS / "demo_worlds.json")
     args = parser.parse_args()
-    from flywheel.evaluate import load_model
+    from flywheel.models.loading import load_model
 
     base = CachedEncoder(load_model("all-MiniLM-L6-v2", device="cpu"))
     builders = {

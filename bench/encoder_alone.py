@@ -23,7 +23,7 @@ if backend == "torch":
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from flywheel.config import packaged_model_path
+    from flywheel.util.packaged import packaged_model_path
 
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else torch.get_num_threads())
     print("threads", torch.get_num_threads())
@@ -32,7 +32,7 @@ if backend == "torch":
     def enc(q):
         return m.encode([q], normalize_embeddings=True)
 else:
-    from flywheel.encoder import OnnxModel
+    from flywheel.models.onnx import OnnxModel
 
     m = OnnxModel(Path(sys.argv[2]), int8=backend == "onnx-int8")
 

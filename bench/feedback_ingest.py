@@ -30,7 +30,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from flywheel.store import Event, Impression, Store
+from flywheel.serve.store import Store
+from flywheel.types import Event, Impression
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -27,10 +27,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flywheel.api import create_app  # noqa: E402
+from flywheel.api.app import create_app  # noqa: E402
 from flywheel.config import Settings  # noqa: E402
-from flywheel.loadtest import feedback_storm, mismatches, percentiles_ms, search_storm  # noqa: E402
-from flywheel.simulate import UserModel, simulate  # noqa: E402
+from flywheel.lab.loadtest import feedback_storm, mismatches, percentiles_ms, search_storm  # noqa: E402
+from flywheel.lab.simulate import UserModel, simulate  # noqa: E402
 from tests._server import KILL_IN_SWAP, ServerProcess, second_version, serve_in_thread  # noqa: E402
 from tests._tiny_model import build_tiny_model  # noqa: E402
 from tests.conftest import make_documents, world_documents, world_queries  # noqa: E402

@@ -27,9 +27,10 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from flywheel.evaluate import load_model, paired_bootstrap  # noqa: E402
-from flywheel.ranking import retrieval_scores  # noqa: E402
-from flywheel.sweep import SweepSpec, cell_id, load_split, run_sweep  # noqa: E402
+from flywheel.lab.sweep import SweepSpec, cell_id, load_split, run_sweep  # noqa: E402
+from flywheel.models.loading import load_model  # noqa: E402
+from flywheel.scoring.pair_error import paired_bootstrap
+from flywheel.scoring.ranking import retrieval_scores  # noqa: E402
 
 DATA = Path("/work/shared/data/quora_duplicate_questions")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,7 +38,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def load_retrieval(folder: Path) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
     """BEIR-style queries, corpus and qrels (header line, score > 0 = relevant)."""
-    from flywheel.datasets import open_text
+    from flywheel.formats.records import open_text
 
     def rows(path: Path) -> list[dict[str, Any]]:
         with open_text(path) as fh:

@@ -3,7 +3,7 @@
 World: for sampled duplicate pairs (question1 -> question2), question1 is a user query and question2 the
 document that answers it; the question2 sides of the non-duplicate pairs of the same questions (Quora's
 "related" questions: hard negatives) and other questions fill the corpus. Simulated users search through
-the HTTP API and click/skip (flywheel.simulate); then one cycle runs on the packaged MiniLM.
+the HTTP API and click/skip (flywheel.lab.simulate); then one cycle runs on the packaged MiniLM.
 
     .venv/bin/python bench/quora_cycle.py [--queries 3000] [--corpus 8000] [--pairs PATH]
 
@@ -66,9 +66,9 @@ def main() -> None:
 
     from fastapi.testclient import TestClient
 
-    from flywheel.api import create_app
+    from flywheel.api.app import create_app
     from flywheel.config import Settings
-    from flywheel.simulate import simulate
+    from flywheel.lab.simulate import simulate
 
     queries, corpus, relevant = build_world(args.pairs, args.queries, args.corpus, args.seed)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="flywheel-quora-"))

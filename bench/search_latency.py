@@ -94,7 +94,7 @@ def run_raw(queries: list[str], qdrant_dir: Path, collection: str = "documents")
     from qdrant_client import QdrantClient
     from sentence_transformers import SentenceTransformer
 
-    from flywheel.config import packaged_model_path
+    from flywheel.util.packaged import packaged_model_path
 
     model = SentenceTransformer(packaged_model_path(), device="cpu")
     client = QdrantClient(path=str(qdrant_dir))

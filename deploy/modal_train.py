@@ -48,7 +48,7 @@ def export_training_pairs(snapshot: Path, out: Path, heldout_percent: int = 20) 
     """
     import pyarrow.parquet as pq
 
-    from flywheel.split import is_heldout
+    from flywheel.cycle.split import is_heldout
 
     rows = pq.read_table(snapshot, columns=["group", "query", "doc_text", "label"]).to_pylist()
     train = [r for r in rows if not is_heldout(r["group"], heldout_percent)]

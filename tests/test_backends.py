@@ -12,15 +12,17 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from flywheel import export as export_module
-from flywheel.api import create_app
+from flywheel.api.app import create_app
 from flywheel.config import Settings
-from flywheel.datasets import LabelledPair
-from flywheel.encoder import compatible, load_model
+from flywheel.cycle.steps import export_and_guard
 from flywheel.errors import ConfigError
-from flywheel.guard import export_and_guard
-from flywheel.registry import ModelVersion, now_iso
-from flywheel.service import Service
+from flywheel.models import export as export_module
+from flywheel.models.encoder import compatible
+from flywheel.models.loading import load_model
+from flywheel.models.registry import ModelVersion
+from flywheel.serve.service import Service
+from flywheel.types import LabelledPair
+from flywheel.util.files import now_iso
 from tests.conftest import world_documents, world_queries
 from tests.test_export import break_int8, write_guard_file
 

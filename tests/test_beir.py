@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.beir import load_beir, read_qrels
 from flywheel.errors import DataFormatError
+from flywheel.formats.beir import load_beir, read_qrels
 
 CORPUS = [
     {"_id": "d1", "title": "Python", "text": "learn it fast"},

@@ -67,8 +67,8 @@ def test_retrain_reports_and_rollback_standalone(tmp_path: Path, tiny_model_path
     """No server running: the CLI opens the data dir itself, runs a cycle, lists and shows the report."""
     from fastapi.testclient import TestClient
 
-    from flywheel.api import create_app
-    from flywheel.simulate import UserModel, simulate
+    from flywheel.api.app import create_app
+    from flywheel.lab.simulate import UserModel, simulate
     from tests.conftest import world_documents, world_queries
 
     data = tmp_path / "data"

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.config import Settings, packaged_model_path
+from flywheel.config import Settings
 from flywheel.errors import ConfigError
+from flywheel.util.packaged import packaged_model_path
 
 
 def test_defaults() -> None:

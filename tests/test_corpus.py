@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.corpus import batched, read_documents
 from flywheel.errors import DataFormatError
+from flywheel.formats.corpus import batched, read_documents
 
 
 def test_jsonl_gz_and_beir(tmp_path: Path) -> None:

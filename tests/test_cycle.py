@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from flywheel.api import create_app
+from flywheel.api.app import create_app
 from flywheel.config import Settings
-from flywheel.simulate import UserModel, simulate
+from flywheel.lab.simulate import UserModel, simulate
 from tests.conftest import world_documents, world_queries
 
 pytestmark = pytest.mark.slow

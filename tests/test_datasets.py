@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.datasets import (
-    LabelledPair,
-    TrainingExample,
-    examples_from_labelled,
-    load_labelled_pairs,
-    load_training_examples,
-)
 from flywheel.errors import DataFormatError
+from flywheel.formats.pairs import examples_from_labelled, load_labelled_pairs, load_training_examples
+from flywheel.types import LabelledPair, TrainingExample
 
 QUORA_TSV = (
     "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"

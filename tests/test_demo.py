@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flywheel.cli import app
-from flywheel.demo import (
+from flywheel.errors import InvalidInput
+from flywheel.lab.demo import (
     DEMO_SETTINGS,
     FULL_FINETUNE_SETTINGS,
     MARKER,
@@ -19,7 +20,6 @@ from flywheel.demo import (
     prepare_data_dir,
     table_rows,
 )
-from flywheel.errors import InvalidInput
 
 runner = CliRunner()
 

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from flywheel.cli import app
 from flywheel.config import Settings
-from flywheel.pairs import MinedPairs, Pair, write_snapshot
-from flywheel.split import is_heldout
+from flywheel.cycle.mining import MinedPairs, Pair, write_snapshot
+from flywheel.cycle.split import is_heldout
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

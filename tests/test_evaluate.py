@@ -10,16 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flywheel.datasets import LabelledPair
 from flywheel.errors import InvalidInput
-from flywheel.evaluate import (
+from flywheel.lab.evaluate import evaluate_pairs_file
+from flywheel.scoring.pair_error import (
     compare_pair_error,
     cosine_scores,
-    evaluate_pairs_file,
     pair_error,
     paired_bootstrap,
     split_calibration,
 )
+from flywheel.types import LabelledPair
 from tests._tiny_model import build_tiny_model
 
 

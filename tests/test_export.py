@@ -13,15 +13,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flywheel import export as export_module
 from flywheel.cli import app
 from flywheel.config import Settings
-from flywheel.encoder import OnnxModel, compatible, load_encoder, load_model
 from flywheel.errors import ConfigError
-from flywheel.export import FILES, ONNX_DIR, export_version, read_export
-from flywheel.guard import SHIPPED_PAIRS, ensure_export, run_guard, verdict
-from flywheel.registry import Registry
-from flywheel.service import Service
+from flywheel.models import export as export_module
+from flywheel.models.encoder import compatible, load_encoder
+from flywheel.models.export import FILES, ONNX_DIR, export_version, read_export
+from flywheel.models.guard import SHIPPED_PAIRS, ensure_export, run_guard, verdict
+from flywheel.models.loading import load_model
+from flywheel.models.onnx import OnnxModel
+from flywheel.models.registry import Registry
+from flywheel.serve.service import Service
 
 TEXTS = ["how do i learn python", "the best pasta recipe for dinner", "why is the sky blue", "x", "guitar " * 80]
 

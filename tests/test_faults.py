@@ -12,7 +12,7 @@ import httpx
 import pytest
 from qdrant_client import QdrantClient
 
-from flywheel.simulate import UserModel, simulate
+from flywheel.lab.simulate import UserModel, simulate
 from tests._server import KILL_IN_SWAP, ServerProcess
 from tests.conftest import world_documents, world_queries
 

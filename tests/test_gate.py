@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flywheel.config import Settings
-from flywheel.gate import budget_check, decide, error_checks, golden_check, retrieval_check
+from flywheel.cycle.gate import budget_check, decide, error_checks, golden_check, retrieval_check
 
 
 def _pair(inc: float, cand: float, ci: tuple[float, float]) -> dict:

@@ -10,8 +10,8 @@ from qdrant_client import QdrantClient
 
 from flywheel.config import Settings
 from flywheel.errors import StoreLocked
-from flywheel.index import Index, open_qdrant, point_id
-from flywheel.store import Document
+from flywheel.serve.index import Index, open_qdrant, point_id
+from flywheel.types import Document
 
 
 @pytest.fixture

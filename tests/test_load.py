@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flywheel.api import create_app
+from flywheel.api.app import create_app
 from flywheel.config import Settings
-from flywheel.loadtest import feedback_storm, mismatches, search_storm
+from flywheel.lab.loadtest import feedback_storm, mismatches, search_storm
 from tests._server import second_version, serve_in_thread
 from tests.conftest import make_documents, world_documents
 

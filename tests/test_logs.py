@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from flywheel.cycle.runner import CycleRunner
 from flywheel.logs import current_context, log_context, setup_logging
-from flywheel.scheduler import CycleRunner
-from flywheel.service import Service
+from flywheel.serve.service import Service
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from flywheel.api import create_app
+from flywheel.api.app import create_app
 from flywheel.config import Settings
 from tests.conftest import make_documents, make_event
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from flywheel.pairs import count_new_pairs, mine_pairs, normalise_query, write_snapshot
-from flywheel.store import Document, Event, Impression, Store
+from flywheel.cycle.mining import count_new_pairs, mine_pairs, normalise_query, write_snapshot
+from flywheel.serve.store import Store
+from flywheel.types import Document, Event, Impression
 
 
 @pytest.fixture
@@ -87,7 +88,8 @@ def test_window_and_deleted_documents(store: Store) -> None:
 
 
 def test_cosine_grouping_merges_near_identical_queries(store: Store, minilm_path: str) -> None:
-    from flywheel.encoder import Encoder, load_model
+    from flywheel.models.encoder import Encoder
+    from flywheel.models.loading import load_model
 
     encoder = Encoder("v1", load_model(minilm_path, "cpu"))
     a, b, c = encoder.encode(["how do i reset my password", "how can i reset my password", "best pizza in town"])

@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from flywheel.api import create_app
+from flywheel.api.app import create_app
 from flywheel.config import Settings
-from flywheel.index import Index, open_qdrant
-from flywheel.loadtest import mismatches, search_storm
-from flywheel.service import Service
-from flywheel.store import Document
+from flywheel.lab.loadtest import mismatches, search_storm
+from flywheel.serve.index import Index, open_qdrant
+from flywheel.serve.service import Service
+from flywheel.types import Document
 from tests._server import second_version, serve_in_thread
 from tests.conftest import CORPUS, world_documents
 

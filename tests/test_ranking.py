@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from flywheel.ranking import compare_retrieval, retrieval_scores
+from flywheel.scoring.ranking import compare_retrieval, retrieval_scores
 from tests.test_evaluate import TableEncoder, angle
 
 

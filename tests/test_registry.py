@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from flywheel.errors import NotFound
-from flywheel.registry import ModelVersion, Registry, read_json
+from flywheel.models.registry import ModelVersion, Registry
+from flywheel.util.files import read_json
 
 
 def test_empty_registry_has_no_incumbent(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from flywheel.cycle.report.files import list_reports, load_report, report_html_path, write_report
+from flywheel.cycle.report.html import render_html
 from flywheel.errors import NotFound
-from flywheel.report import list_reports, load_report, report_html_path, write_report
-from flywheel.report_html import render_html
 
 XSS = "<script>alert(1)</script>"
 

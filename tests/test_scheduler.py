@@ -8,10 +8,11 @@ import time
 import pytest
 
 from flywheel.config import Settings
+from flywheel.cycle.runner import CycleRunner, make_trigger, new_cycle_id
 from flywheel.errors import Conflict, NotFound
-from flywheel.scheduler import CycleRunner, make_trigger, new_cycle_id
-from flywheel.service import Service
-from flywheel.store import Event, Impression, utcnow
+from flywheel.serve.service import Service
+from flywheel.types import Event, Impression
+from flywheel.util.files import utcnow
 
 
 def test_cycle_ids_sort_by_time() -> None:

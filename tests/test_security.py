@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Route
 
-from flywheel.api import create_app
+from flywheel.api.app import create_app
 from flywheel.config import Settings
 from tests._server import serve_in_thread
 from tests.conftest import make_documents

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from flywheel.config import Settings
-from flywheel.index import Index
-from flywheel.service import Service
-from flywheel.store import Document
+from flywheel.serve.index import Index
+from flywheel.serve.service import Service
+from flywheel.types import Document
 from tests.conftest import CORPUS
 
 DOCS = [Document(i, t) for i, t in CORPUS]
@@ -57,7 +57,8 @@ def test_qdrant_failure_rolls_back_duckdb(service: Service) -> None:
 
 
 def test_swap_switches_alias_and_encoder_together(service: Service, tmp_path, tiny_model_path) -> None:
-    from flywheel.encoder import Encoder, load_model
+    from flywheel.models.encoder import Encoder
+    from flywheel.models.loading import load_model
     from tests._tiny_model import build_tiny_model
 
     service.upsert_documents(DOCS)

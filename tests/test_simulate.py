@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from flywheel.errors import InvalidInput
-from flywheel.simulate import SimulationStats, UserModel, _behave, simulate
+from flywheel.lab.simulate import SimulationStats, UserModel, _behave, simulate
 from tests.conftest import world_documents, world_queries
 
 

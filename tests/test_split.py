@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flywheel.split import is_heldout, split_by_group
+from flywheel.cycle.split import is_heldout, split_by_group
 
 
 def test_same_group_same_side_always() -> None:

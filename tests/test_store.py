@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from flywheel.errors import InvalidInput, NotFound
-from flywheel.store import MIGRATIONS, Document, Event, Impression, Store
+from flywheel.serve.store import MIGRATIONS, Store
+from flywheel.types import Document, Event, Impression
 
 
 @pytest.fixture

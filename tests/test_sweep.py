@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from flywheel.cli import app
 from flywheel.errors import InvalidInput
-from flywheel.sweep import SHIPPED_EVAL, SweepSpec, cell_id, load_split, parse_dims, read_rows, run_sweep
+from flywheel.lab.sweep import SHIPPED_EVAL, SweepSpec, cell_id, load_split, parse_dims, read_rows, run_sweep
 
 runner = CliRunner()
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flywheel.datasets import LabelledPair, TrainingExample
 from flywheel.errors import InvalidInput, TrainingError
-from flywheel.train import TrainConfig, TrainResult, train_from_file, train_model
-from flywheel.train_child import train_in_subprocess
+from flywheel.learn.finetune import TrainConfig, TrainResult, train_from_file, train_model
+from flywheel.learn.subprocess import train_in_subprocess
+from flywheel.types import LabelledPair, TrainingExample
 from tests._tiny_model import build_tiny_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,0 +1,315 @@
+"""The adapter cycle: mine → split → read cached vectors → train a query adapter → evaluate → gate → switch.
+
+The same mining, held-out split, metrics, gate and report as the full cycle (`flywheel.cycle.full`), but nothing
+is fine-tuned and nothing is re-embedded: query vectors come from the search log (`searches.query_vector`,
+written by the serving path), document vectors from the base version's Qdrant collection. Only queries
+logged without a vector (before migration 3, or under another base) are encoded, and counted in the report.
+Promotion switches the query transform under the serving lock; the alias stays on the base collection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flywheel.cycle.gate import error_checks, golden_check, retrieval_check
+from flywheel.cycle.mining import Pair, write_snapshot
+from flywheel.cycle.split import labelled
+from flywheel.cycle.steps import (
+    finish_report,
+    gate,
+    mine_and_split,
+    new_report,
+    settle_decision,
+    settle_failure,
+    split_counts,
+    stage_timer,
+)
+from flywheel.formats.pairs import load_labelled_pairs
+from flywheel.learn.query_adapter import AdapterConfig, train_adapter
+from flywheel.models.encoder import Encoder
+from flywheel.models.query_adapter import AdaptedQueries, QueryAdapter, normalise
+from flywheel.models.registry import ModelVersion
+from flywheel.scoring.pair_error import compare_scored, paired_bootstrap
+from flywheel.scoring.ranking import retrieval_scores
+from flywheel.serve.service import Service
+from flywheel.types import LabelledPair
+from flywheel.util.files import now_iso
+
+log = logging.getLogger(__name__)
+
+K = 10
+
+
+def adapter_config(settings: Any) -> AdapterConfig:
+    """The AdapterConfig a cycle uses, from settings (unset values keep the measured defaults)."""
+    config = AdapterConfig(seed=settings.seed)
+    for name in ("loss", "epochs", "learning_rate", "scale", "identity_weight"):
+        value = getattr(settings, f"adapter_{name}")
+        if value is not None:
+            setattr(config, name, value)
+    return config
+
+
+@dataclass
+class CachedVectors:
+    """Base-model vectors of one base version: queries by text, documents by id, and what had to be encoded."""
+
+    base: str
+    queries: dict[str, np.ndarray]
+    doc_ids: list[str]
+    docs: np.ndarray
+    doc_row: dict[str, int] = field(default_factory=dict)
+    logged_queries: int = 0
+    encoded_queries: int = 0
+    encoded_documents: int = 0
+
+    def query_matrix(self, texts: list[str]) -> np.ndarray:
+        """Vectors of these query texts (all must be cached)."""
+        return np.stack([self.queries[t] for t in texts]) if texts else np.zeros((0, self.docs.shape[1]), np.float32)
+
+
+def gather_vectors(service: Service, encoder: Encoder, pairs: list[Pair]) -> CachedVectors:
+    """Logged query vectors and the base collection's document vectors; encode only what is missing.
+
+    Args:
+        service: the open Service.
+        encoder: the base encoder (its version names the vectors and the collection).
+        pairs: the mined pairs whose queries and documents are needed.
+    """
+    texts = {p.query for p in pairs}
+    queries = service.store.query_vectors(encoder.version, texts)
+    logged = len(queries)
+    missing = sorted(texts - queries.keys())
+    if missing:
+        log.info("%d queries have no logged %s vector; encoding them", len(missing), encoder.version)
+        queries.update(zip(missing, encoder.encode(missing), strict=True))
+    ids: list[str] = []
+    chunks: list[np.ndarray] = []
+    for batch_ids, vectors in service.index.scroll_vectors(encoder.version, batch_size=4096):
+        ids.extend(batch_ids)
+        chunks.append(vectors)
+    row = {doc_id: i for i, doc_id in enumerate(ids)}
+    absent = {p.doc_id: p.doc_text for p in pairs if p.doc_id not in row}
+    if absent:  # only if the collection lags the store (it is repaired at start-up)
+        ids.extend(absent)
+        chunks.append(encoder.encode(list(absent.values())))
+        row = {doc_id: i for i, doc_id in enumerate(ids)}
+    docs = normalise(np.concatenate(chunks)) if chunks else np.zeros((0, encoder.dimension), np.float32)
+    return CachedVectors(encoder.version, queries, ids, docs, row, logged, len(missing), len(absent))
+
+
+def training_arrays(rows: list[Pair], cache: CachedVectors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query matrix, examples (q, clicked, skipped or -1), pairs (q, doc, label)) for `train_adapter`.
+
+    Each clicked document of a query group is one example; the group's skipped documents take turns as
+    its hard negative.
+    """
+    texts = sorted({r.query for r in rows})
+    q_row = {t: i for i, t in enumerate(texts)}
+    positives: dict[str, list[int]] = {}
+    negatives: dict[str, list[int]] = {}
+    pairs = []
+    for r in rows:
+        d = cache.doc_row[r.doc_id]
+        pairs.append((q_row[r.query], d, r.label))
+        (positives if r.label else negatives).setdefault(r.query, []).append(d)
+    examples = []
+    for query, docs in positives.items():
+        negs = negatives.get(query, [])
+        for i, d in enumerate(docs):
+            examples.append((q_row[query], d, negs[i % len(negs)] if negs else -1))
+    as_array = lambda x: np.asarray(x, dtype=np.int64).reshape(-1, 3)  # noqa: E731
+    return cache.query_matrix(texts), as_array(examples), as_array(pairs)
+
+
+def run_adapter_cycle(
+    service: Service, cycle_id: str, on_stage: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
+    """Run one adapter cycle on an open Service and write its report; never raises for a failed cycle.
+
+    Args:
+        service: the open Service (owner of the data dir).
+        cycle_id: the id the report is filed under.
+        on_stage: called with each stage's name.
+
+    Returns:
+        The report (kind "adapter"), with `decision` one of "promoted", "rejected", "failed".
+    """
+    settings = service.settings
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    encoder, current = service.encoder, service.adapter
+    report = {**new_report(service, cycle_id, "adapter"), "base": encoder.version}
+    timed = stage_timer(timings, on_stage)
+
+    try:
+        done = timed("mine")
+        mined, train_rows, heldout_rows = mine_and_split(service, encoder, report)
+        write_snapshot(mined, settings.cycles_dir / cycle_id / "pairs.parquet")
+        done()
+
+        done = timed("vectors")
+        cache = gather_vectors(service, encoder, mined.pairs)
+        queries, examples, pairs = training_arrays(train_rows, cache)
+        report["counts"] = {
+            **split_counts(mined.counts, train_rows, heldout_rows, len(examples)),
+            "logged_query_vectors": cache.logged_queries,
+            "encoded_queries": cache.encoded_queries,
+            "encoded_documents": cache.encoded_documents,
+            "document_vectors_read": len(cache.doc_ids) - cache.encoded_documents,
+        }
+        done()
+
+        done = timed("train")
+        version, folder = service.registry.allocate()
+        report["candidate"] = version
+        result = train_adapter(queries, cache.docs, examples, pairs, adapter_config(settings))
+        candidate = QueryAdapter(version, encoder.version, result.weight, result.bias)
+        candidate.save(folder)
+        service.registry.save(
+            ModelVersion(
+                version=version,
+                kind="adapter",
+                base_model=service.registry.get(encoder.version).base_model,
+                created_at=now_iso(),
+                dimension=candidate.dimension,
+                parent=encoder.version,
+                made_by={
+                    "how": "query-side linear adapter trained on logged vectors of mined feedback pairs",
+                    "cycle_id": cycle_id,
+                    "base_version": encoder.version,
+                    "replaces": service.serving_version,
+                    "window": report["window"],
+                    "pairs": len(train_rows),
+                    "examples": len(examples),
+                    "hyperparameters": result.hyperparameters,
+                    "device": "cpu",
+                    "duration_s": result.duration_s,
+                    "weights": "adapter.safetensors (weight: dim x dim, bias: dim); y = normalise(W x + b)",
+                },
+            )
+        )
+        report["training"] = result.to_dict()
+        done()
+
+        done = timed("evaluate")
+        inc_side = AdaptedQueries(encoder.version, cache.query_matrix, current)
+        cand_side = AdaptedQueries(encoder.version, cache.query_matrix, candidate)
+        heldout = labelled(heldout_rows)
+        doc_vectors = cache.docs[[cache.doc_row[p.doc_id] for p in heldout_rows]] if heldout_rows else None
+        scores = [
+            (side.encode([p.query for p in heldout_rows]) * doc_vectors).sum(1) if heldout_rows else np.zeros(0)
+            for side in (inc_side, cand_side)
+        ]
+        report["metrics"]["pair_error"] = compare_scored(heldout, *scores, settings.seed)
+        checks = error_checks(report["metrics"]["pair_error"], len(heldout), settings)
+        if settings.golden_pairs:
+            golden = load_labelled_pairs(settings.golden_pairs)
+            report["metrics"]["golden"] = _golden(encoder, current, candidate, golden, settings.seed)
+            checks.append(golden_check(report["metrics"]["golden"], settings))
+        retrieval, changed = _retrieval(service, cache, inc_side, cand_side, heldout_rows, settings.seed)
+        report["metrics"]["retrieval"] = retrieval
+        report["examples"] = changed
+        checks.append(retrieval_check(retrieval, settings))
+        done()
+
+        decision = gate(report, checks, started, settings)
+        # Same encoder and collection: promotion switches only the query transform.
+        swap = lambda: service.swap(encoder, adapter=candidate)  # noqa: E731
+        settle_decision(service, report, version, decision.promote, timed, swap)
+    except Exception as exc:
+        log.exception("adapter cycle %s failed", cycle_id)
+        settle_failure(service, report, exc)
+    return finish_report(service, report, timings, started)
+
+
+def _golden(
+    encoder: Encoder, current: QueryAdapter | None, candidate: QueryAdapter, golden: list[LabelledPair], seed: int
+) -> dict[str, Any] | None:
+    """Pair error of incumbent and candidate adapters on the user's golden pairs (their texts are encoded)."""
+    texts = sorted({p.query for p in golden} | {p.document for p in golden})
+    vectors = dict(zip(texts, normalise(encoder.encode(texts)), strict=True))
+    q = np.stack([vectors[p.query] for p in golden])
+    d = np.stack([vectors[p.document] for p in golden])
+    scores = [(a.apply(q) if a is not None else q) * d for a in (current, candidate)]
+    return compare_scored(golden, scores[0].sum(1), scores[1].sum(1), seed)
+
+
+def _retrieval(
+    service: Service,
+    cache: CachedVectors,
+    incumbent: AdaptedQueries,
+    candidate: AdaptedQueries,
+    heldout_rows: list[Pair],
+    seed: int,
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """nDCG/MRR/Recall@10 over the whole base collection for held-out queries, with paired CIs, and up to 8
+    queries whose top 3 changed (the same numbers as the full cycle's, from cached vectors)."""
+    queries = {p.group: p.query for p in heldout_rows if p.label == 1}
+    relevant: dict[str, set[str]] = {}
+    for p in heldout_rows:
+        if p.label == 1:
+            relevant.setdefault(p.group, set()).add(p.doc_id)
+    if not queries or not cache.doc_ids:
+        return None, []
+    corpus = dict.fromkeys(cache.doc_ids, "")  # only the ids are used: vectors come from the collection
+    scores = {
+        name: retrieval_scores(side, queries, corpus, relevant, K, cache.docs)
+        for name, side in (("incumbent", incumbent), ("candidate", candidate))
+    }
+    metrics = (f"ndcg@{K}", f"mrr@{K}", f"recall@{K}")
+    out: dict[str, Any] = {"n_queries": int(scores["incumbent"]["query_ids"].size), "delta": {}}
+    for name in ("incumbent", "candidate"):
+        out[name] = {m: float(scores[name][m].mean()) for m in metrics}
+    for m in metrics:
+        mean, lo, hi = paired_bootstrap(scores["incumbent"][m], scores["candidate"][m], seed=seed)
+        out["delta"][m] = {"mean": mean, "ci95": [lo, hi]}
+        out[m] = {"incumbent": out["incumbent"][m], "candidate": out["candidate"][m], "delta": mean, "ci95": [lo, hi]}
+    return out, _changed(service, cache, incumbent, candidate, queries, relevant)
+
+
+def _changed(
+    service: Service,
+    cache: CachedVectors,
+    incumbent: AdaptedQueries,
+    candidate: AdaptedQueries,
+    queries: dict[str, str],
+    relevant: dict[str, set[str]],
+) -> list[dict[str, Any]]:
+    """Up to 8 held-out queries whose top 3 changed, before and after, for the reviewer."""
+    items = list(queries.items())[:200]
+    texts = [q for _, q in items]
+    tops = [np.argsort(-(side.encode(texts) @ cache.docs.T), axis=1)[:, :3] for side in (incumbent, candidate)]
+    changed = [i for i in range(len(items)) if list(tops[0][i]) != list(tops[1][i])][:8]
+    needed = sorted({cache.doc_ids[j] for i in changed for top in tops for j in top[i]})
+    text = {}
+    if needed:
+        marks = ", ".join("?" * len(needed))
+        text = dict(service.store.query(f"SELECT id, text FROM documents WHERE id IN ({marks})", needed))
+
+    def hits(row: np.ndarray) -> list[dict[str, str]]:
+        return [{"doc_id": cache.doc_ids[j], "text": text.get(cache.doc_ids[j], "")} for j in row]
+
+    return [
+        {
+            "query": items[i][1],
+            "relevant": sorted(relevant[items[i][0]]),
+            "before": hits(tops[0][i]),
+            "after": hits(tops[1][i]),
+        }
+        for i in changed
+    ]
+
+
+__all__ = [
+    "CachedVectors",
+    "adapter_config",
+    "gather_vectors",
+    "run_adapter_cycle",
+]

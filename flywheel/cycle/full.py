@@ -1,0 +1,284 @@
+"""One retraining cycle: mine → split → train → evaluate → gate → re-embed → swap → report.
+
+Each stage lives in its own module; this one only strings them together and keeps the books (timings,
+counts, cleanup of a rejected or failed candidate). Rollback and pruning live in flywheel.versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from flywheel.cycle.evaluation import adapted_pair_error
+from flywheel.cycle.gate import error_checks, golden_check, retrieval_check
+from flywheel.cycle.mining import add_mined_negatives, write_snapshot
+from flywheel.cycle.split import labelled
+from flywheel.cycle.steps import (
+    export_and_guard,
+    finish_report,
+    gate,
+    mine_and_split,
+    new_report,
+    settle_decision,
+    settle_failure,
+    split_counts,
+    stage_timer,
+    torch_reference,
+)
+from flywheel.errors import IndexMismatch, InvalidInput
+from flywheel.formats.pairs import examples_from_labelled, load_labelled_pairs
+from flywheel.learn.finetune import TrainConfig
+from flywheel.learn.subprocess import train_in_subprocess
+from flywheel.models.encoder import Encoder
+from flywheel.models.query_adapter import AdaptedQueries, QueryAdapter
+from flywheel.models.registry import ModelVersion
+from flywheel.scoring.pair_error import compare_pair_error, paired_bootstrap
+from flywheel.scoring.ranking import retrieval_scores
+from flywheel.serve.service import Service
+from flywheel.util.files import now_iso
+
+log = logging.getLogger(__name__)
+
+K = 10
+
+
+def train_config(settings: Any) -> TrainConfig:
+    """The TrainConfig a cycle uses, from settings (unset values keep the trainer's measured defaults)."""
+    config = TrainConfig(
+        epochs=settings.train_epochs,
+        batch_size=settings.train_batch_size,
+        cuda_batch_size=getattr(settings, "train_batch_size_cuda", None),
+        learning_rate=settings.train_learning_rate,
+        max_steps=settings.train_max_steps,
+        max_minutes=settings.train_max_minutes,
+        dim=settings.train_dim,
+        adapter=settings.train_adapter,
+        seed=settings.seed,
+        device=settings.device,
+    )
+    if settings.train_loss:
+        config.loss = settings.train_loss
+    return config
+
+
+def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Run one cycle on an open Service and write its report; never raises for a failed cycle.
+
+    Args:
+        service: the open Service (owner of the data dir).
+        cycle_id: the id the report is filed under.
+        on_stage: called with each stage's name (progress for CLI and API).
+
+    Returns:
+        The report (also written to `<data_dir>/reports/<cycle_id>/`), with `decision` one of
+        "promoted", "rejected", "failed".
+    """
+    settings = service.settings
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    incumbent = service.encoder
+    report = new_report(service, cycle_id, "full")
+    timed = stage_timer(timings, on_stage)
+
+    try:
+        done = timed("mine")
+        mined, train_rows, heldout_rows = mine_and_split(service, incumbent, report)
+        if settings.mine_negatives and train_rows:
+            mined.pairs = train_rows
+            st_model = torch_reference(service, incumbent).model  # mining needs a SentenceTransformer
+            add_mined_negatives(mined, st_model, _corpus(service), settings.mine_negatives, settings.mine_margin)
+            train_rows = mined.pairs
+            mined.pairs = train_rows + heldout_rows
+        write_snapshot(mined, settings.cycles_dir / cycle_id / "pairs.parquet")
+        heldout = labelled(heldout_rows)
+        examples = examples_from_labelled(labelled(train_rows))
+        report["counts"] = split_counts(mined.counts, train_rows, heldout_rows, len(examples))
+        done()
+
+        done = timed("train")
+        version, folder = service.registry.allocate()
+        report["candidate"] = version
+        result = train_in_subprocess(
+            incumbent_path(service), examples, folder, train_config(settings), pairs=labelled(train_rows)
+        )
+        candidate = service.registry.save(
+            ModelVersion(
+                version=version,
+                kind="finetune",
+                base_model=service.registry.get(incumbent.version).base_model,
+                created_at=now_iso(),
+                dimension=result.dimension,
+                parent=incumbent.version,
+                made_by={
+                    "how": "fine-tuned on mined feedback pairs",
+                    "cycle_id": cycle_id,
+                    "window": report["window"],
+                    "pairs": report["counts"]["train_pairs"],
+                    "examples": len(examples),
+                    "hyperparameters": result.hyperparameters,
+                    "device": result.device,
+                    "duration_s": result.duration_s,
+                },
+            )
+        )
+        report["training"] = result.to_dict()
+        done()
+
+        done = timed("evaluate")
+        # The gate compares the models in fp32; the int8 accuracy guard (export_and_guard) bounds the rest.
+        challenger = service.load_encoder(candidate, backend="torch")
+        reference = torch_reference(service, incumbent)
+        pair_error = _pair_error(reference, challenger, heldout, settings.seed, service.adapter)
+        report["metrics"]["pair_error"] = pair_error
+        if settings.golden_pairs:
+            golden = load_labelled_pairs(settings.golden_pairs)
+            # Against what serves: with a query adapter on the incumbent, its queries are scored adapted.
+            report["metrics"]["golden"] = (
+                adapted_pair_error(reference, service.adapter, challenger.model, golden, settings.seed)
+                if service.adapter is not None
+                else compare_pair_error(reference.model, challenger.model, golden, seed=settings.seed)
+            )
+        checks = error_checks(pair_error, len(heldout), settings)
+        checks.append(golden_check(report["metrics"].get("golden"), settings))
+        done()
+
+        if all(c is None or c.passed for c in checks):
+            done = timed("export")
+            challenger, bulk, backend_check = export_and_guard(service, candidate, heldout, report, challenger)
+            checks.append(backend_check)
+            done()
+            done = timed("reembed")
+            since = service.mark()
+            service.index.create(version, challenger.dimension, replace=True, backend=bulk.backend)
+            for batch in service.store.iter_documents(batch_size=2048):
+                service.embed_into(version, bulk, batch, progress=False)
+            since = service.catch_up(challenger, since)
+            done()
+            done = timed("evaluate_retrieval")
+            incumbent_side = AdaptedQueries(incumbent.version, incumbent.encode, service.adapter)
+            retrieval, examples_changed = _retrieval(service, incumbent_side, challenger, heldout_rows, settings.seed)
+            report["metrics"]["retrieval"] = retrieval
+            report["examples"] = examples_changed
+            checks.append(retrieval_check(retrieval, settings))
+            done()
+        decision = gate(report, checks, started, settings)
+
+        def final_catch_up() -> None:
+            service.catch_up(challenger, since)
+            expected = service.store.count_documents()
+            if service.index.count(version) != expected:
+                raise IndexMismatch(
+                    f"{service.index.collection(version)} has {service.index.count(version)} "
+                    f"points for {expected} documents; not switching"
+                )
+
+        settle_decision(
+            service,
+            report,
+            version,
+            decision.promote,
+            timed,
+            lambda: service.swap(challenger, before_switch=final_catch_up),
+        )
+    except Exception as exc:
+        log.exception("cycle %s failed", cycle_id)
+        settle_failure(service, report, exc)
+    return finish_report(service, report, timings, started)
+
+
+def incumbent_path(service: Service) -> str:
+    """What to fine-tune from: the incumbent's weights (the loop keeps learning from where it is)."""
+    return service.registry.get(service.encoder.version).load_path
+
+
+def _pair_error(
+    incumbent: Encoder, challenger: Encoder, heldout: list, seed: int, adapter: QueryAdapter | None = None
+) -> dict[str, Any] | None:
+    """Compare pair error on held-out pairs, or None when they cannot support a threshold fit.
+
+    With a query adapter serving on `incumbent`, the incumbent's side is scored as it serves (adapted query
+    against base document).
+    """
+    labels = {p.label for p in heldout}
+    if len(heldout) < 4 or labels != {0, 1}:
+        return None
+    if adapter is not None:
+        return adapted_pair_error(incumbent, adapter, challenger.model, heldout, seed)
+    try:
+        return compare_pair_error(incumbent.model, challenger.model, heldout, seed=seed)
+    except InvalidInput as exc:  # e.g. one class only on the calibration side
+        log.warning("pair error not measurable: %s", exc)
+        return None
+
+
+def _corpus(service: Service) -> dict[str, str]:
+    return {d.id: d.text for batch in service.store.iter_documents(batch_size=4096) for d in batch}
+
+
+def _vectors_in_order(service: Service, version: str, ids: list[str]) -> np.ndarray:
+    """A collection's vectors aligned to `ids` (read back from Qdrant: nothing is encoded twice)."""
+    found: dict[str, np.ndarray] = {}
+    for batch_ids, vectors in service.index.scroll_vectors(version):
+        found.update(zip(batch_ids, vectors, strict=True))
+    return np.stack([found[i] for i in ids])
+
+
+def _retrieval(
+    service: Service, incumbent: Encoder, challenger: Encoder, heldout_rows: list, seed: int
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """nDCG/MRR/Recall@10 of both versions over the real corpus for held-out queries, with paired CIs."""
+    queries = {p.group: p.query for p in heldout_rows if p.label == 1}
+    relevant: dict[str, set[str]] = {}
+    for p in heldout_rows:
+        if p.label == 1:
+            relevant.setdefault(p.group, set()).add(p.doc_id)
+    if not queries:
+        return None, []
+    corpus = _corpus(service)
+    ids = list(corpus)
+    scores = {
+        name: retrieval_scores(enc.model, queries, corpus, relevant, K, _vectors_in_order(service, enc.version, ids))
+        for name, enc in (("incumbent", incumbent), ("candidate", challenger))
+    }
+    metrics = (f"ndcg@{K}", f"mrr@{K}", f"recall@{K}")
+    out: dict[str, Any] = {"n_queries": int(scores["incumbent"]["query_ids"].size), "delta": {}}
+    for name in ("incumbent", "candidate"):
+        out[name] = {m: float(scores[name][m].mean()) for m in metrics}
+    for m in metrics:
+        mean, lo, hi = paired_bootstrap(scores["incumbent"][m], scores["candidate"][m], seed=seed)
+        out["delta"][m] = {"mean": mean, "ci95": [lo, hi]}
+        out[m] = {"incumbent": out["incumbent"][m], "candidate": out["candidate"][m], "delta": mean, "ci95": [lo, hi]}
+    return out, _changed_examples(service, incumbent, challenger, queries, relevant)
+
+
+def _changed_examples(
+    service: Service, incumbent: Encoder, challenger: Encoder, queries: dict[str, str], relevant: dict[str, set[str]]
+) -> list[dict[str, Any]]:
+    """Up to 8 held-out queries whose top-3 changed, before and after, for the reviewer."""
+    examples = []
+    candidates = list(queries.items())[:200]
+    texts = [query for _, query in candidates]
+    # One batch per encoder instead of two single encodes per query.
+    before_vecs, after_vecs = incumbent.encode(texts), challenger.encode(texts)
+    for i, (group, query) in enumerate(candidates):
+        before = service.index.search(before_vecs[i], 3, collection=service.index.collection(incumbent.version))
+        after = service.index.search(after_vecs[i], 3, collection=service.index.collection(challenger.version))
+        if [h.doc_id for h in before] != [h.doc_id for h in after]:
+            examples.append(
+                {
+                    "query": query,
+                    "relevant": sorted(relevant[group]),
+                    "before": [{"doc_id": h.doc_id, "text": h.text} for h in before],
+                    "after": [{"doc_id": h.doc_id, "text": h.text} for h in after],
+                }
+            )
+        if len(examples) == 8:
+            break
+    return examples
+
+
+__all__ = ["run_cycle", "train_config"]

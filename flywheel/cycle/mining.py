@@ -1,0 +1,276 @@
+"""Pair mining: turn logged searches, impressions and feedback into labelled (query, document) pairs.
+
+Signals, per search:
+- positive: the document was clicked or got a thumbs_up;
+- negative: an explicit skip or thumbs_down, and every document shown ABOVE the lowest clicked one that was
+  not clicked itself (skip-above, Joachims 2002: the user read past it to click something lower).
+
+Clean-up:
+- queries are grouped by normalised text (Unicode NFKC, case-folded, punctuation and spacing collapsed) and,
+  optionally, by cosine similarity above a threshold; a group is the unit of counting and of the split;
+- one row per (query group, document) with its vote counts;
+- conflicting labels are resolved by majority: positive votes (clicks, thumbs_up) against negative votes
+  (skips, thumbs_down, skip-above); a tie is dropped as ambiguous and counted;
+- at most `max_pairs_per_query` rows per group (positives first, then the most-voted negatives).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flywheel.serve.store import Store
+from flywheel.util.files import utcnow
+
+log = logging.getLogger(__name__)
+
+_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def normalise_query(text: str) -> str:
+    """The grouping key of a query: NFKC, case-folded, punctuation and runs of spaces collapsed."""
+    return _PUNCT.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+@dataclass
+class Pair:
+    """One (query group, document) row after clean-up."""
+
+    group: str
+    query: str
+    doc_id: str
+    doc_text: str
+    label: int  # 1 positive, 0 negative
+    positive_votes: int
+    negative_votes: int
+    searches: int
+    source: str = "feedback"  # or "mined"
+
+
+@dataclass
+class MinedPairs:
+    """The pairs of one mining run and what they cover."""
+
+    pairs: list[Pair]
+    window_start: datetime | None
+    window_end: datetime
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_table(self) -> pa.Table:
+        """The pairs as an Arrow table (the Parquet snapshot's content)."""
+        columns = list(Pair.__dataclass_fields__)
+        return pa.table({c: [getattr(p, c) for p in self.pairs] for c in columns})
+
+
+def mine_pairs(
+    store: Store,
+    window_end: datetime | None = None,
+    window_days: float | None = None,
+    max_pairs_per_query: int = 20,
+    group_threshold: float | None = None,
+    encoder: Any = None,
+) -> MinedPairs:
+    """Mine labelled pairs from the event log.
+
+    Args:
+        store: the event store.
+        window_end: only events received up to this time (default now); recorded for the next cycle.
+        window_days: only searches this recent (default: everything logged).
+        max_pairs_per_query: cap of rows per query group.
+        group_threshold: merge query groups whose cosine (by `encoder`) exceeds this.
+        encoder: a flywheel Encoder, needed only with `group_threshold`.
+
+    Returns:
+        The pairs with their window and counts (events, searches, positives, negatives, conflicts, ...).
+    """
+    end = window_end or utcnow()
+    start = end - timedelta(days=window_days) if window_days else None
+    rows = store.query(_LABELLED_SQL, [end, start, start])
+    texts = dict(store.query("SELECT id, text FROM documents"))
+
+    groups: dict[str, Counter[str]] = defaultdict(Counter)  # group -> raw query texts
+    votes: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])  # pos, neg, searches
+    searches = set()
+    for search_id, query, doc_id, positive, negative in rows:
+        key = normalise_query(query)
+        if not key or doc_id not in texts:  # a deleted document can no longer be trained on
+            continue
+        searches.add(search_id)
+        groups[key][query] += 1
+        vote = votes[(key, doc_id)]
+        vote[0] += positive
+        vote[1] += negative
+        vote[2] += 1
+
+    merged = _merge_similar(list(groups), encoder, group_threshold) if group_threshold else {}
+    by_group: dict[str, list[Pair]] = defaultdict(list)
+    conflicts = 0
+    combined: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for (key, doc_id), (pos, neg, n) in votes.items():
+        target = combined[(merged.get(key, key), doc_id)]
+        target[0] += pos
+        target[1] += neg
+        target[2] += n
+    queries: dict[str, Counter[str]] = defaultdict(Counter)
+    for key, texts_seen in groups.items():
+        queries[merged.get(key, key)].update(texts_seen)
+    for (group, doc_id), (pos, neg, n) in combined.items():
+        if pos == neg:
+            conflicts += 1
+            continue
+        query = queries[group].most_common(1)[0][0]
+        by_group[group].append(Pair(group, query, doc_id, texts[doc_id], int(pos > neg), pos, neg, n))
+
+    pairs: list[Pair] = []
+    for group_pairs in by_group.values():
+        group_pairs.sort(key=lambda p: (-p.label, -(p.positive_votes if p.label else p.negative_votes), p.doc_id))
+        pairs.extend(group_pairs[:max_pairs_per_query])
+    pairs.sort(key=lambda p: (p.group, -p.label, p.doc_id))
+    events = store.query("SELECT count(*) FROM events WHERE received_at <= ?", [end])[0][0]
+    counts = {
+        "events": int(events),
+        "searches": len(searches),
+        "queries": len({p.group for p in pairs}),
+        "pairs": len(pairs),
+        "positives": sum(p.label for p in pairs),
+        "negatives": sum(1 - p.label for p in pairs),
+        "conflicts_dropped": conflicts,
+        "capped": sum(max(0, len(g) - max_pairs_per_query) for g in by_group.values()),
+        "groups_merged": len(merged),
+    }
+    return MinedPairs(pairs, start, end, counts)
+
+
+# One row per (search, shown document) that carries a signal, with its positive and negative votes.
+_LABELLED_SQL = """
+WITH ev AS (
+    SELECT search_id, doc_id,
+           count(*) FILTER (WHERE type IN ('click', 'thumbs_up')) AS pos,
+           count(*) FILTER (WHERE type IN ('skip', 'thumbs_down')) AS neg
+    FROM events WHERE received_at <= ? GROUP BY search_id, doc_id
+), shown AS (
+    SELECT s.search_id, s.query, i.doc_id, i.rank, coalesce(ev.pos, 0) AS pos, coalesce(ev.neg, 0) AS neg
+    FROM searches s
+    JOIN impressions i ON i.search_id = s.search_id
+    LEFT JOIN ev ON ev.search_id = i.search_id AND ev.doc_id = i.doc_id
+    WHERE (? IS NULL OR s.ts >= ?)
+      AND s.search_id IN (SELECT search_id FROM ev)
+), lowest_click AS (
+    SELECT search_id, max(rank) AS rank FROM shown WHERE pos > 0 GROUP BY search_id
+)
+SELECT sh.search_id, sh.query, sh.doc_id,
+       (sh.pos > 0)::INTEGER AS positive,
+       ((sh.neg > 0) OR (sh.pos = 0 AND lc.rank IS NOT NULL AND sh.rank < lc.rank))::INTEGER AS negative
+FROM shown sh LEFT JOIN lowest_click lc ON lc.search_id = sh.search_id
+WHERE sh.pos > 0 OR sh.neg > 0 OR (lc.rank IS NOT NULL AND sh.rank < lc.rank)
+ORDER BY sh.search_id, sh.rank
+"""
+
+
+def _merge_similar(keys: list[str], encoder: Any, threshold: float) -> dict[str, str]:
+    """Map each group key to a representative when its cosine to it exceeds the threshold (union-find)."""
+    if encoder is None or len(keys) < 2:
+        return {}
+    vectors = encoder.encode(keys)
+    parent = list(range(len(keys)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    chunk = 2048
+    for start in range(0, len(keys), chunk):
+        sims = vectors[start : start + chunk] @ vectors.T
+        rows, cols = np.nonzero(sims > threshold)
+        for r, c in zip(rows + start, cols, strict=True):
+            if r < c:
+                parent[find(int(c))] = find(int(r))
+    return {keys[i]: keys[find(i)] for i in range(len(keys)) if find(i) != i}
+
+
+def add_mined_negatives(mined: MinedPairs, model: Any, corpus: dict[str, str], per_query: int, margin: float) -> int:
+    """Add hard negatives from the corpus with sentence-transformers' `mine_hard_negatives`.
+
+    A candidate counts only if it scores at least `margin` below the positive (absolute margin), so that
+    unlabelled near-duplicates of the positive are not taught as negatives.
+
+    Args:
+        mined: pairs to extend in place (only training pairs should be passed).
+        model: the incumbent SentenceTransformer.
+        corpus: doc id -> text.
+        per_query: negatives per (query, positive).
+        margin: absolute score margin below the positive.
+
+    Returns:
+        The number of pairs added.
+    """
+    from datasets import Dataset
+    from sentence_transformers import mine_hard_negatives
+
+    positives = [p for p in mined.pairs if p.label == 1]
+    if not positives or per_query < 1:
+        return 0
+    texts = list(corpus.values())
+    id_of = {text: doc_id for doc_id, text in corpus.items()}
+    dataset = Dataset.from_dict({"query": [p.query for p in positives], "positive": [p.doc_text for p in positives]})
+    result = mine_hard_negatives(
+        dataset,
+        model,
+        corpus=texts,
+        num_negatives=per_query,
+        absolute_margin=margin,
+        output_format="labeled-pair",
+        verbose=False,
+        batch_size=64,
+    )
+    known = {(p.group, p.doc_id) for p in mined.pairs}
+    group_of = {p.query: p.group for p in positives}
+    added = 0
+    for row in result:
+        if row["label"] != 0:
+            continue
+        group, doc_id = group_of[row["query"]], id_of.get(row["positive"])
+        if doc_id is None or (group, doc_id) in known:
+            continue
+        known.add((group, doc_id))
+        mined.pairs.append(Pair(group, row["query"], doc_id, row["positive"], 0, 0, 0, 0, source="mined"))
+        added += 1
+    mined.counts["mined_negatives"] = added
+    mined.counts["negatives"] = mined.counts.get("negatives", 0) + added
+    mined.counts["pairs"] = len(mined.pairs)
+    return added
+
+
+def write_snapshot(mined: MinedPairs, path: Path) -> Path:
+    """Export the pairs to Parquet with the event window and counts in the file's metadata."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = mined.to_table()
+    meta = {
+        b"flywheel.window_start": (mined.window_start.isoformat() if mined.window_start else "").encode(),
+        b"flywheel.window_end": mined.window_end.isoformat().encode(),
+        b"flywheel.counts": json.dumps(mined.counts).encode(),
+    }
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return path
+
+
+def count_new_pairs(store: Store, since: datetime | None) -> int:
+    """Distinct (search, document) signals received after `since`: the scheduler's "enough new data?" test."""
+    sql = "SELECT count(*) FROM (SELECT DISTINCT search_id, doc_id FROM events WHERE received_at > ?)"
+    return int(store.query(sql, [since or datetime(1970, 1, 1)])[0][0])

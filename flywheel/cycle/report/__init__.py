@@ -1,0 +1,1 @@
+"""Promotion reports: typed content, files on disk (JSON + HTML), and the HTML page."""

@@ -1,0 +1,350 @@
+"""When cycles run: one at a time (a lock row in DuckDB), in a background thread of `flywheel serve`,
+started by hand (`POST /cycles`, `flywheel retrain`) or by APScheduler when enough new pairs arrived.
+
+The serving process is the only one that opens the DuckDB file, so a lock row owned by another process
+instance is stale by construction (that process is gone); it is recovered at start-up, together with the
+leftovers of the cycle it was running.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import traceback
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from flywheel.config import Settings
+from flywheel.cycle.adapter import run_adapter_cycle
+from flywheel.cycle.full import run_cycle
+from flywheel.cycle.mining import count_new_pairs
+from flywheel.errors import Conflict, InvalidInput, NotFound
+from flywheel.logs import log_context
+from flywheel.models.loading import resolve_device
+from flywheel.models.registry import VERSION_RE, mark_discarded
+from flywheel.serve.service import Service
+from flywheel.util.files import utcnow
+
+log = logging.getLogger(__name__)
+
+CYCLE_FIELDS = (
+    "cycle_id",
+    "trigger",
+    "state",
+    "stage",
+    "started_at",
+    "finished_at",
+    "error",
+    "incumbent",
+    "candidate",
+    "kind",
+)
+
+
+def new_cycle_id() -> str:
+    """A sortable, unique cycle id: c<UTC time>-<random>."""
+    return f"c{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+class CycleRunner:
+    """Starts cycles in a background thread, records their state, and guarantees one at a time."""
+
+    def __init__(self, service: Service, on_finish: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Args: service: the open Service whose data dir the cycles work on; on_finish: called with each
+        finished cycle's report (metrics), or with {"decision": "failed"} when the cycle crashed."""
+        self.service = service
+        self.on_finish = on_finish
+        self.store = service.store
+        self.owner = uuid.uuid4().hex  # this process instance
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+        self._scheduler: Any = None
+
+    # --- records ----------------------------------------------------------------------------------------
+
+    def get(self, cycle_id: str) -> dict[str, Any]:
+        """A cycle's state.
+
+        Raises:
+            NotFound: unknown cycle id.
+        """
+        rows = self.store.query(f"SELECT {', '.join(CYCLE_FIELDS)} FROM cycles WHERE cycle_id = ?", [cycle_id])
+        if not rows:
+            raise NotFound(f"cycle {cycle_id!r} does not exist")
+        return _record(rows[0])
+
+    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Recent cycles, newest first."""
+        rows = self.store.query(
+            f"SELECT {', '.join(CYCLE_FIELDS)} FROM cycles ORDER BY started_at DESC LIMIT ?", [limit]
+        )
+        return [_record(r) for r in rows]
+
+    def last_window_end(self, kind: str | None = None) -> datetime | None:
+        """End of the event window of the last cycle (of `kind`, if given) that got past mining.
+
+        Per kind, so that hourly adapter cycles do not starve a nightly full cycle of "new" pairs.
+        """
+        sql = "SELECT max(window_end) FROM cycles WHERE state IN ('promoted', 'rejected')"
+        if kind is None:
+            rows = self.store.query(sql)
+        else:  # rows from before migration 3 have no kind: they were full cycles
+            rows = self.store.query(sql + " AND coalesce(kind, 'full') = ?", [kind])
+        return rows[0][0] if rows else None
+
+    def update(self, cycle_id: str, **fields: Any) -> None:
+        """Set some fields of a cycle's record and refresh the lock's heartbeat."""
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        with self.store.transaction() as con:
+            con.execute(f"UPDATE cycles SET {assignments} WHERE cycle_id = ?", [*fields.values(), cycle_id]).fetchall()
+            con.execute("UPDATE cycle_lock SET heartbeat_at = ? WHERE cycle_id = ?", [utcnow(), cycle_id]).fetchall()
+
+    # --- the lock ---------------------------------------------------------------------------------------
+
+    def _acquire(self, cycle_id: str, trigger: str, kind: str = "full") -> None:
+        """Take the lock row and record the cycle as queued, in one transaction.
+
+        Raises:
+            Conflict: a cycle is running in this process.
+        """
+        now = utcnow()
+        with self.store.transaction() as con:
+            held = con.execute("SELECT cycle_id, owner FROM cycle_lock WHERE id = 1").fetchall()
+            if held and held[0][1] == self.owner:
+                raise Conflict(f"cycle {held[0][0]} is running; wait for it (GET /cycles/{held[0][0]})")
+            con.execute("DELETE FROM cycle_lock WHERE id = 1").fetchall()  # stale: its owner process is gone
+            con.execute("INSERT INTO cycle_lock VALUES (1, ?, ?, ?, ?)", [cycle_id, self.owner, now, now]).fetchall()
+            con.execute(
+                "INSERT INTO cycles (cycle_id, trigger, state, stage, started_at, incumbent, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [cycle_id, trigger, "queued", None, now, self.service.serving_version, kind],
+            ).fetchall()
+
+    def _release(self, cycle_id: str) -> None:
+        with self.store.transaction() as con:
+            con.execute("DELETE FROM cycle_lock WHERE cycle_id = ?", [cycle_id]).fetchall()
+
+    def running(self) -> str | None:
+        """The id of the cycle running in this process, if any."""
+        rows = self.store.query("SELECT cycle_id FROM cycle_lock WHERE id = 1 AND owner = ?", [self.owner])
+        return rows[0][0] if rows else None
+
+    def recover(self) -> list[str]:
+        """After a restart: fail cycles left queued/running, drop their half-built collections and weights.
+
+        Returns:
+            The ids of the cycles marked failed.
+        """
+        stale = [r[0] for r in self.store.query("SELECT cycle_id FROM cycles WHERE state IN ('queued', 'running')")]
+        for cycle_id in stale:
+            self.update(cycle_id, state="failed", finished_at=utcnow(), error="interrupted: the server stopped")
+        with self.store.transaction() as con:
+            con.execute("DELETE FROM cycle_lock").fetchall()
+        registry, index = self.service.registry, self.service.index
+        known = {v.version for v in registry.versions()}
+        serving = registry.incumbent().version
+        for entry in registry.versions():
+            # A candidate that never got its verdict (killed mid-evaluation or mid-swap) must not linger.
+            if entry.status == "candidate" and entry.version != serving:
+                log.warning("discarding the interrupted candidate %s", entry.version)
+                index.drop(entry.version)
+                mark_discarded(registry, entry.version, "failed", {"error": "interrupted: the server stopped"})
+        for version in index.versions():
+            if version not in known:
+                log.warning("dropping leftover collection %s", index.collection(version))
+                index.drop(version)
+        for entry in registry.dir.iterdir():
+            if entry.is_dir() and VERSION_RE.match(entry.name) and not (entry / "meta.json").exists():
+                log.warning("discarding the half-trained model in %s", entry)
+                mark_discarded(registry, entry.name, "failed", {"error": "interrupted: the server stopped"})
+            elif entry.name.startswith(".") and entry.is_dir():  # a trainer's temp dir beside a version
+                shutil.rmtree(entry, ignore_errors=True)
+        if stale:
+            log.warning("recovered interrupted cycle(s): %s", ", ".join(stale))
+        return stale
+
+    # --- running ----------------------------------------------------------------------------------------
+
+    def start(
+        self, trigger: str = "manual", on_stage: Callable[[str], None] | None = None, mode: str | None = None
+    ) -> str:
+        """Start a cycle in a background thread.
+
+        Args:
+            trigger: who asked ("api", "cli", "schedule", ...), recorded with the cycle.
+            on_stage: called with each stage's name.
+            mode: "adapter", "full" or "auto"; default settings.cycle_mode.
+
+        Returns:
+            The cycle id.
+
+        Raises:
+            Conflict: a cycle is already running.
+            InvalidInput: unknown mode.
+        """
+        kind = resolve_mode(self.service.settings, mode)
+        with self._guard:
+            if self._thread is not None and self._thread.is_alive():
+                raise Conflict(f"cycle {self.running()} is running; wait for it")
+            cycle_id = new_cycle_id()
+            self._acquire(cycle_id, trigger, kind)
+            self._thread = threading.Thread(
+                target=self._run, args=(cycle_id, on_stage, kind), name=f"cycle-{cycle_id}", daemon=True
+            )
+            self._thread.start()
+            return cycle_id
+
+    def run(
+        self, trigger: str = "manual", on_stage: Callable[[str], None] | None = None, mode: str | None = None
+    ) -> dict[str, Any]:
+        """Run one cycle to the end in the caller's thread (standalone `flywheel retrain`).
+
+        Returns:
+            The cycle's final record.
+        """
+        cycle_id = self.start(trigger, on_stage, mode)
+        self.join()
+        return self.get(cycle_id)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the running cycle's thread."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self, cycle_id: str, on_stage: Callable[[str], None] | None, kind: str = "full") -> None:
+        with log_context(cycle_id=cycle_id):  # every log line of this cycle's thread carries its id
+            self._run_logged(cycle_id, on_stage, kind)
+
+    def _run_logged(self, cycle_id: str, on_stage: Callable[[str], None] | None, kind: str) -> None:
+        def stage(name: str) -> None:
+            self.update(cycle_id, state="running", stage=name)
+            log.info("cycle %s: %s", cycle_id, name)
+            if on_stage is not None:
+                on_stage(name)
+
+        notified = False
+        try:
+            self.update(cycle_id, state="running", stage="starting")
+            report = run_any_cycle(self.service, cycle_id, on_stage=stage, mode=kind)
+            # Observers first: whoever sees the final state in GET /cycles also sees it in /metrics.
+            notified = self._notify(report)
+            self.update(
+                cycle_id,
+                state=report["decision"],
+                stage="done",
+                finished_at=utcnow(),
+                candidate=report.get("candidate"),
+                window_end=_window_end(report),
+                error=report.get("error"),
+            )
+        except Exception as exc:  # a cycle's failure must never take the server down
+            log.exception("cycle %s failed", cycle_id)
+            if not notified:
+                self._notify({"cycle_id": cycle_id, "decision": "failed", "timings": {}})
+            self.update(cycle_id, state="failed", finished_at=utcnow(), error=f"{exc}\n{traceback.format_exc()}")
+        finally:
+            self._release(cycle_id)
+
+    def _notify(self, report: dict[str, Any]) -> bool:
+        """Hand a finished cycle's report to `on_finish`; an observer's bug never fails the cycle."""
+        if self.on_finish is not None:
+            try:
+                self.on_finish(report)
+            except Exception:
+                log.exception("on_finish observer failed")
+        return True
+
+    # --- the schedule -----------------------------------------------------------------------------------
+
+    def maybe_start(self, mode: str | None = None) -> str | None:
+        """The scheduled job: start a cycle of `mode` (default settings.cycle_mode) if none runs and at least
+        `min_new_pairs` new pairs arrived since the last cycle of that kind."""
+        if self._thread is not None and self._thread.is_alive():
+            log.info("scheduled cycle skipped: one is running")
+            return None
+        kind = resolve_mode(self.service.settings, mode)
+        fresh = count_new_pairs(self.store, self.last_window_end(kind))
+        if fresh < self.service.settings.min_new_pairs:
+            log.info(
+                "scheduled cycle skipped: %d new pairs < min_new_pairs %d", fresh, self.service.settings.min_new_pairs
+            )
+            return None
+        try:
+            return self.start("schedule", mode=kind)
+        except Conflict:
+            return None
+
+    def start_schedule(self, settings: Settings) -> bool:
+        """Start APScheduler with the cycle schedule (kind: cycle_mode) and the adapter schedule from settings;
+        False if neither is configured."""
+        jobs = [(make_trigger(settings), None, "cycle"), (make_trigger(settings, adapter=True), "adapter", "adapter")]
+        jobs = [job for job in jobs if job[0] is not None]
+        if not jobs:
+            return False
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+        for trigger, mode, job_id in jobs:
+            self._scheduler.add_job(self.maybe_start, trigger, args=[mode], id=job_id, max_instances=1, coalesce=True)
+            log.info("%s schedule: %s (min_new_pairs=%d)", job_id, trigger, settings.min_new_pairs)
+        self._scheduler.start()
+        return True
+
+    def shutdown(self, wait: float = 0) -> None:
+        """Stop the schedule; optionally wait for a running cycle."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if wait:
+            self.join(wait)
+
+
+def make_trigger(settings: Settings, adapter: bool = False) -> Any:
+    """The APScheduler trigger for `cycle_cron` or `cycle_interval_minutes` (cron wins), or None; with
+    `adapter`, the same for `adapter_cycle_cron` / `adapter_cycle_interval_minutes`."""
+    prefix = "adapter_cycle" if adapter else "cycle"
+    cron, minutes = getattr(settings, f"{prefix}_cron"), getattr(settings, f"{prefix}_interval_minutes")
+    if cron:
+        from apscheduler.triggers.cron import CronTrigger
+
+        return CronTrigger.from_crontab(cron, timezone="UTC")
+    if minutes:
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        return IntervalTrigger(minutes=minutes, timezone="UTC")
+    return None
+
+
+def _window_end(report: dict[str, Any]) -> datetime | None:
+    end = (report.get("window") or {}).get("end")
+    return datetime.fromisoformat(end) if end else None
+
+
+def _record(row: tuple[Any, ...]) -> dict[str, Any]:
+    record = dict(zip(CYCLE_FIELDS, row, strict=True))
+    for key in ("started_at", "finished_at"):
+        if record[key] is not None:
+            record[key] = record[key].isoformat() + "Z"
+    return record
+
+
+def resolve_mode(settings: Any, mode: str | None = None) -> str:
+    """The kind of cycle to run: "adapter" or "full" ("auto": full when CUDA is present, else adapter)."""
+    mode = mode or settings.cycle_mode
+    if mode == "auto":
+        return "full" if resolve_device(settings.device).startswith("cuda") else "adapter"
+    if mode not in ("adapter", "full"):
+        raise InvalidInput(f"unknown cycle mode {mode!r}: use 'adapter', 'full' or 'auto'")
+    return mode
+
+
+def run_any_cycle(
+    service: Service, cycle_id: str, on_stage: Callable[[str], None] = lambda _: None, mode: str | None = None
+) -> dict[str, Any]:
+    """Run one cycle of the kind `mode` (default: settings.cycle_mode) and return its report."""
+    if resolve_mode(service.settings, mode) == "adapter":
+        return run_adapter_cycle(service, cycle_id, on_stage)
+    return run_cycle(service, cycle_id, on_stage)

@@ -1,0 +1,1 @@
+"""Reading users' files: labelled pairs, corpora, BEIR folders, all through one record reader."""

@@ -1,0 +1,202 @@
+"""Vector index: one Qdrant collection per model version (`<alias>__<version>`), served through an alias.
+
+The same qdrant-client calls run against local mode (a folder) and a Qdrant server or cluster.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from rich.progress import Progress
+
+from flywheel.config import Settings
+from flywheel.errors import StoreLocked
+from flywheel.types import Document, Hit
+
+# Collection metadata key naming the encoder backend that made the collection's vectors.
+BACKEND_KEY = "flywheel_vectors_backend"
+# Fixed namespace so the same document id maps to the same point id in every collection and process.
+_POINT_NAMESPACE = uuid.UUID("3f1c6a52-8f0e-4d55-9a51-2b6f0b6e7a10")
+
+
+def point_id(doc_id: str) -> str:
+    """Map a user's document id (any string) to a stable Qdrant point id (UUID5)."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, doc_id))
+
+
+def open_qdrant(settings: Settings) -> QdrantClient:
+    """Open Qdrant: a server when `qdrant_url` is set, else local mode under the data dir.
+
+    Raises:
+        StoreLocked: another process holds the local-mode folder.
+    """
+    if settings.qdrant_url:
+        key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        return QdrantClient(url=settings.qdrant_url, api_key=key)
+    settings.qdrant_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return QdrantClient(path=str(settings.qdrant_dir))
+    except RuntimeError as exc:
+        if "already accessed" in str(exc):
+            raise StoreLocked(
+                f"{settings.qdrant_dir} is in use by another process (is `flywheel serve` running?)"
+            ) from exc
+        raise
+
+
+class Index:
+    """Collections, the serving alias, upserts and searches."""
+
+    def __init__(self, client: QdrantClient, alias: str, shards: int = 1, replication: int = 1) -> None:
+        """Args: client: an open QdrantClient; alias: the serving alias (e.g. "documents")."""
+        self.client = client
+        self.alias = alias
+        self.shards = shards
+        self.replication = replication
+
+    def collection(self, version: str) -> str:
+        """The collection name of a model version."""
+        return f"{self.alias}__{version}"
+
+    def exists(self, version: str) -> bool:
+        """Whether the version's collection exists."""
+        return self.client.collection_exists(self.collection(version))
+
+    def create(self, version: str, dimension: int, replace: bool = False, backend: str | None = None) -> str:
+        """Create the version's collection (cosine distance); with `replace`, drop a leftover first.
+
+        Args:
+            version: the model version.
+            dimension: vector size.
+            replace: drop an existing collection of that name first.
+            backend: the encoder backend that will make its vectors, recorded in the collection's metadata
+                (see `vectors_backend`).
+
+        Returns:
+            The collection name.
+        """
+        name = self.collection(version)
+        if self.client.collection_exists(name):
+            if not replace:
+                return name
+            self.client.delete_collection(name)
+        self.client.create_collection(
+            name,
+            vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+            shard_number=self.shards,
+            replication_factor=self.replication,
+            metadata={BACKEND_KEY: backend} if backend else None,
+        )
+        return name
+
+    def vectors_backend(self, version: str) -> str | None:
+        """The encoder backend recorded as the maker of a collection's vectors (None: made before backends
+        were recorded, i.e. by torch). Kept in Qdrant's collection metadata, so it lives and dies with them."""
+        metadata = self.client.get_collection(self.collection(version)).config.metadata or {}
+        return metadata.get(BACKEND_KEY)
+
+    def drop(self, version: str) -> None:
+        """Delete a version's collection if it exists."""
+        name = self.collection(version)
+        if self.client.collection_exists(name):
+            self.client.delete_collection(name)
+
+    def versions(self) -> list[str]:
+        """Model versions that have a collection under this alias's prefix."""
+        prefix = f"{self.alias}__"
+        names = [c.name for c in self.client.get_collections().collections]
+        return sorted(n[len(prefix) :] for n in names if n.startswith(prefix))
+
+    def serving_version(self) -> str | None:
+        """The version whose collection the alias points at, or None when the alias is not set."""
+        for alias in self.client.get_aliases().aliases:
+            if alias.alias_name == self.alias:
+                return alias.collection_name.removeprefix(f"{self.alias}__")
+        return None
+
+    def point_alias(self, version: str) -> None:
+        """Point the alias at a version's collection in ONE atomic update_collection_aliases call."""
+        ops: list[Any] = []
+        if self.serving_version() is not None:
+            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.alias)))
+        ops.append(
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=self.collection(version), alias_name=self.alias)
+            )
+        )
+        self.client.update_collection_aliases(change_aliases_operations=ops)
+
+    def count(self, version: str) -> int:
+        """Exact number of points in a version's collection."""
+        return int(self.client.count(self.collection(version), exact=True).count)
+
+    def upsert(
+        self,
+        version: str,
+        docs: list[Document],
+        vectors: np.ndarray,
+        batch_size: int = 256,
+        progress: Progress | None = None,
+    ) -> None:
+        """Write documents with their vectors to a version's collection, in batches, waiting for each.
+
+        Args:
+            version: the model version whose collection receives the points.
+            docs: the documents (text and metadata go in the payload).
+            vectors: one row per document.
+            batch_size: points per request.
+            progress: an optional rich Progress to advance.
+        """
+        task = progress.add_task("upserting", total=len(docs)) if progress else None
+        name = self.collection(version)
+        for start in range(0, len(docs), batch_size):
+            chunk = docs[start : start + batch_size]
+            points = [
+                models.PointStruct(
+                    id=point_id(d.id),
+                    vector=vectors[start + i].tolist(),
+                    payload={"doc_id": d.id, "text": d.text, "metadata": d.metadata},
+                )
+                for i, d in enumerate(chunk)
+            ]
+            self.client.upsert(name, points=points, wait=True)
+            if progress is not None and task is not None:
+                progress.advance(task, len(chunk))
+
+    def delete(self, version: str, doc_ids: list[str]) -> None:
+        """Remove documents from a version's collection (unknown ids are ignored)."""
+        if doc_ids:
+            self.client.delete(
+                self.collection(version),
+                points_selector=models.PointIdsList(points=[point_id(d) for d in doc_ids]),
+                wait=True,
+            )
+
+    def search(self, vector: np.ndarray, k: int, collection: str | None = None) -> list[Hit]:
+        """Nearest neighbours of a query vector, through the alias unless a collection is named."""
+        result = self.client.query_points(collection or self.alias, query=vector.tolist(), limit=k, with_payload=True)
+        return [
+            Hit(
+                doc_id=p.payload["doc_id"],
+                text=p.payload.get("text", ""),
+                score=float(p.score),
+                metadata=p.payload.get("metadata") or {},
+            )
+            for p in result.points
+        ]
+
+    def scroll_vectors(self, version: str, batch_size: int = 1024) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Yield (doc_ids, vectors) of a version's collection in batches (reuse of stored embeddings)."""
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                self.collection(version), limit=batch_size, offset=offset, with_payload=True, with_vectors=True
+            )
+            if points:
+                yield [p.payload["doc_id"] for p in points], np.asarray([p.vector for p in points], np.float32)
+            if offset is None:
+                return

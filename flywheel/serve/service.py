@@ -1,0 +1,343 @@
+"""The serving core: store + index + registry + the live encoder, with atomic swaps.
+
+The API and the CLI are thin layers over `Service`. One lock (`_serving`) ties the encoder (and the query
+adapter, if one serves) to the collection the alias points at: a search encodes with a snapshot of both,
+then, under the lock, checks that both are still current before it queries the alias; a swap changes alias,
+encoder and adapter together under the same lock. So no answer ever mixes two model versions.
+
+With an adapter incumbent, `encoder` is its base version's encoder (documents and the collection stay the
+base's) and `adapter` maps the base's query vectors; the version that answers is the adapter's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from flywheel.config import Settings
+from flywheel.errors import IndexMismatch, NotFound
+from flywheel.models.encoder import Encoder, compatible, load_encoder
+from flywheel.models.loading import load_model
+from flywheel.models.query_adapter import QueryAdapter
+from flywheel.models.registry import ModelVersion, Registry
+from flywheel.serve.index import Index, open_qdrant
+from flywheel.serve.store import Store
+from flywheel.types import Document, Event, Hit, Impression
+from flywheel.util.files import utcnow
+from flywheel.util.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search returns: its id (for feedback), the answering model version, and the hits."""
+
+    search_id: str
+    model_version: str
+    hits: list[Hit]
+
+
+class Service:
+    """Owns the DuckDB store, the Qdrant client, the registry and the live encoder of one data dir."""
+
+    def __init__(self, settings: Settings, store: Store, index: Index, registry: Registry) -> None:
+        """Use `Service.open(settings)`; this constructor only wires parts that are already open."""
+        self.settings = settings
+        self.store = store
+        self.index = index
+        self.registry = registry
+        self._serving = threading.RLock()
+        self._encoder: Encoder | None = None
+        self._adapter: QueryAdapter | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, progress: bool = False) -> Service:
+        """Open every part of a data dir and make the serving side consistent with the registry.
+
+        On first start the base model becomes the incumbent and the corpus (if any) is embedded; on a
+        restart after a crash, leftovers are repaired (see `reconcile`).
+
+        Raises:
+            StoreLocked: another process holds the data dir.
+            ConfigError: the model cannot be loaded.
+        """
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.db_file)
+        try:
+            client = open_qdrant(settings)
+        except BaseException:
+            store.close()
+            raise
+        index = Index(client, settings.collection_alias, settings.qdrant_shards, settings.qdrant_replication)
+        service = cls(settings, store, index, Registry(settings.models_dir))
+        try:
+            service.reconcile(progress=progress)
+        except BaseException:
+            service.close()
+            raise
+        return service
+
+    def close(self) -> None:
+        """Close Qdrant and DuckDB (checkpointing the WAL)."""
+        self.index.client.close()
+        self.store.close()
+
+    # --- the live encoder -------------------------------------------------------------------------------
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder that serves now."""
+        if self._encoder is None:
+            raise NotFound("no model is loaded yet")
+        return self._encoder
+
+    @property
+    def adapter(self) -> QueryAdapter | None:
+        """The query adapter that serves now, or None when the encoder's own query vectors are used."""
+        return self._adapter
+
+    @property
+    def serving_version(self) -> str:
+        """The version that answers searches: the adapter's when one serves, else the encoder's."""
+        adapter = self._adapter
+        return adapter.version if adapter is not None else self.encoder.version
+
+    def load_encoder(self, entry: ModelVersion, backend: str | None = None, bulk: bool = False) -> Encoder:
+        """Load a registry version as an Encoder (not yet serving) on the query backend, or `backend`, or
+        with `bulk` the corpus-encoding backend (see flywheel.encoder.load_encoder)."""
+        return load_encoder(self.registry, entry, self.settings, backend, bulk)
+
+    def bulk_encoder(self, entry: ModelVersion, query: Encoder) -> Encoder:
+        """The encoder that (re-)embeds a version's corpus: `query` itself unless another backend is set.
+
+        Raises:
+            IndexMismatch: the two would make vectors of different precision (never mixed in one collection).
+        """
+        if self.settings.bulk_backend == self.settings.encoder_backend:
+            return query
+        bulk = self.load_encoder(entry, bulk=True)
+        if not compatible(bulk.backend, query.backend):
+            raise IndexMismatch(
+                f"{entry.version}: corpus encoder {bulk.backend} and query encoder {query.backend} differ in precision"
+            )
+        return bulk
+
+    def load_serving(self, entry: ModelVersion) -> tuple[Encoder, QueryAdapter | None]:
+        """Load what serving a version needs: (encoder, None) for a model, (its base's encoder, adapter) for an
+        adapter; the live encoder is reused when it is that base."""
+        current = self._encoder
+        if entry.kind != "adapter":
+            if current is not None and current.version == entry.version:
+                return current, None
+            return self.load_encoder(entry), None
+        if entry.parent is None:
+            raise NotFound(f"adapter {entry.version} names no base version")
+        adapter = QueryAdapter.load(entry.path, entry.version, entry.parent)
+        if current is not None and current.version == entry.parent:
+            return current, adapter
+        return self.load_encoder(self.registry.get(entry.parent)), adapter
+
+    def reconcile(self, progress: bool = False) -> None:
+        """Make alias, collection and encoder agree with the registry's incumbent and the DuckDB corpus.
+
+        Creates the base version on first start, (re)builds a missing collection, repairs a collection whose
+        points differ from the documents (e.g. after a crash between the two writes), and points the alias.
+        """
+        adapter = None
+        try:
+            entry = self.registry.incumbent()
+        except NotFound:
+            model = load_model(self.settings.base_model, self.settings.device)
+            entry = self.registry.ensure_base(self.settings.base_model, int(model.get_embedding_dimension()))
+            encoder = Encoder(entry.version, model, self.settings.encode_batch_size)
+            if self.settings.encoder_backend != "torch":
+                encoder = self.load_encoder(entry)
+        else:
+            encoder, adapter = self.load_serving(entry)
+        with self._serving:
+            # An adapter serves on its base's collection: the collection (and its backend) is the base's.
+            base = entry if entry.kind != "adapter" else self.registry.get(encoder.version)
+            if not self.index.exists(base.version):
+                self.index.create(base.version, encoder.dimension, backend=encoder.backend)
+            else:
+                self._match_backend(base, encoder, progress)
+            self._repair(base.version, encoder, progress)
+            if self.index.serving_version() != base.version:
+                log.info("pointing alias %r at %s", self.index.alias, self.index.collection(base.version))
+                self.index.point_alias(base.version)
+            self._encoder = encoder
+            self._adapter = adapter
+
+    def _match_backend(self, entry: ModelVersion, encoder: Encoder, progress: bool) -> None:
+        """Rebuild a collection whose vectors were made by a backend of another precision than the query
+        encoder's (e.g. torch fp32 vectors, onnx-int8 queries): the two are never mixed."""
+        made_by = self.index.vectors_backend(entry.version)
+        if compatible(made_by, encoder.backend):
+            return
+        bulk = self.bulk_encoder(entry, encoder)
+        log.warning(
+            "%s holds %s vectors but queries are encoded with %s: re-embedding its %d documents with %s",
+            self.index.collection(entry.version),
+            made_by or "torch",
+            encoder.backend,
+            self.store.count_documents(),
+            bulk.backend,
+        )
+        self.index.create(entry.version, encoder.dimension, replace=True, backend=bulk.backend)
+        for batch in self.store.iter_documents(batch_size=2048):
+            self.embed_into(entry.version, bulk, batch, progress=progress)
+
+    def _repair(self, version: str, encoder: Encoder, progress: bool) -> None:
+        """Embed documents missing from the collection and drop points with no document."""
+        if self.index.count(version) == self.store.count_documents():
+            return
+        in_index: set[str] = set()
+        for ids, _ in self.index.scroll_vectors(version):
+            in_index.update(ids)
+        in_store = {r[0] for r in self.store.query("SELECT id FROM documents")}
+        stale = sorted(in_index - in_store)
+        missing = in_store - in_index
+        log.warning("repairing %s: %d missing, %d stale points", version, len(missing), len(stale))
+        self.index.delete(version, stale)
+        if missing:
+            docs = [d for batch in self.store.iter_documents() for d in batch if d.id in missing]
+            self.embed_into(version, encoder, docs, progress=progress)
+
+    def embed_into(self, version: str, encoder: Encoder, docs: list[Document], progress: bool = False) -> None:
+        """Encode documents and upsert them into a version's collection, in chunks, with a progress bar."""
+        chunk = max(self.settings.encode_batch_size * 8, 256)
+        bar = progress_bar() if progress else None
+        if bar is not None:
+            bar.start()
+            task = bar.add_task(f"embedding into {self.index.collection(version)}", total=len(docs))
+        try:
+            for start in range(0, len(docs), chunk):
+                part = docs[start : start + chunk]
+                self.index.upsert(version, part, encoder.encode([d.text for d in part]))
+                if bar is not None:
+                    bar.advance(task, len(part))
+        finally:
+            if bar is not None:
+                bar.stop()
+
+    def swap(self, encoder: Encoder, before_switch: object | None = None, adapter: QueryAdapter | None = None) -> None:
+        """Switch alias, encoder and query adapter in one step under the serving lock.
+
+        Args:
+            encoder: the new version's encoder (an adapter's base); its collection must be complete.
+            before_switch: optional callable run under the lock just before the switch (final catch-up),
+                while no document write or search can interleave.
+            adapter: the query adapter to serve on top of `encoder`; None serves the encoder alone (so a full
+                promotion starts clean).
+        """
+        if adapter is not None and adapter.parent != encoder.version:
+            raise ValueError(f"adapter {adapter.version} belongs to {adapter.parent}, not {encoder.version}")
+        with self._serving:
+            if callable(before_switch):
+                before_switch()
+            made_by = self.index.vectors_backend(encoder.version)
+            if not compatible(made_by, encoder.backend):
+                raise IndexMismatch(
+                    f"{self.index.collection(encoder.version)} holds {made_by} vectors; queries would be encoded "
+                    f"with {encoder.backend}: not switching"
+                )
+            if self.index.serving_version() != encoder.version:
+                self.index.point_alias(encoder.version)
+            self._encoder = encoder
+            self._adapter = adapter
+
+    # --- requests ---------------------------------------------------------------------------------------
+
+    def search(self, query: str, k: int, user_id: str | None = None, session_id: str | None = None) -> SearchResult:
+        """Encode, search through the alias, and log the search and its impressions before answering."""
+        while True:
+            encoder, adapter = self.encoder, self._adapter
+            vector = encoder.encode([query])[0]
+            query_vector = adapter.apply(vector) if adapter is not None else vector
+            with self._serving:
+                if encoder is not self._encoder or adapter is not self._adapter:
+                    continue  # a swap happened while encoding: encode again with the new model
+                hits = self.index.search(query_vector, k)
+            break
+        search_id = uuid.uuid4().hex
+        version = adapter.version if adapter is not None else encoder.version
+        self.store.log_search(
+            search_id,
+            query,
+            k,
+            version,
+            [Impression(rank, h.doc_id, h.score) for rank, h in enumerate(hits, start=1)],
+            user_id=user_id,
+            session_id=session_id,
+            query_vector=vector,  # the base's vector, before the adapter: what adapter cycles train on
+            vector_version=encoder.version,
+        )
+        return SearchResult(search_id, version, hits)
+
+    def upsert_documents(self, docs: list[Document]) -> int:
+        """Store documents in DuckDB and the serving collection; both or neither (a Qdrant error rolls back).
+
+        Returns:
+            The number of distinct ids written.
+        """
+        latest = list({d.id: d for d in docs}.values())
+        while True:
+            encoder = self.encoder
+            vectors = encoder.encode([d.text for d in latest])
+            with self._serving:
+                if encoder is not self._encoder:
+                    continue
+                with self.store.transaction() as con:
+                    written = self.store.upsert_documents(con, latest)
+                    self.index.upsert(encoder.version, latest, vectors)
+                return written
+
+    def delete_document(self, doc_id: str) -> None:
+        """Delete a document from DuckDB and the serving collection.
+
+        Raises:
+            NotFound: unknown id.
+        """
+        with self._serving, self.store.transaction() as con:
+            self.store.delete_document(con, doc_id)
+            self.index.delete(self.encoder.version, [doc_id])
+
+    def feedback(self, events: list[Event]) -> tuple[int, int]:
+        """Store a batch of feedback events atomically; see `Store.add_events`."""
+        return self.store.add_events(events)
+
+    def health(self) -> dict[str, object]:
+        """Liveness plus what serves now."""
+        return {
+            "status": "ok",
+            "model_version": self.serving_version,
+            "documents": self.store.count_documents(),
+            "encoder_backend": self.encoder.backend,
+        }
+
+    def mark(self) -> datetime:
+        """A point in time that no document write straddles: writes take the serving lock, so every write
+        stamped before the mark has committed when this returns (catch-up reads from here miss nothing)."""
+        with self._serving:
+            return utcnow()
+
+    def catch_up(self, encoder: Encoder, since: datetime) -> datetime:
+        """Apply documents written or deleted since `since` to `encoder`'s collection; return the new mark."""
+        mark = self.mark()
+        docs, deleted = self.changed_since(since)
+        if docs:
+            self.embed_into(encoder.version, encoder, docs)
+        self.index.delete(encoder.version, deleted)
+        return mark
+
+    def changed_since(self, since: datetime) -> tuple[list[Document], list[str]]:
+        """Documents upserted and ids deleted since a time (re-embedding catch-up)."""
+        docs = [d for batch in self.store.iter_documents(changed_since=since) for d in batch]
+        return docs, self.store.deleted_since(since)
+
+
+__all__ = ["SearchResult", "Service", "progress_bar"]
