@@ -57,7 +57,7 @@ def serve_in_thread(app: FastAPI, timeout: float = 60) -> Iterator[str]:
 # candidate, before the encoder switch and the registry's promotion: the worst moment of a swap.
 KILL_IN_SWAP = """
 import os, signal, sys
-from flywheel.index import Index
+from flywheel.serve.index import Index
 _point_alias = Index.point_alias
 def point_alias(self, version):
     _point_alias(self, version)

@@ -92,7 +92,7 @@ def test_export_round_trip_parity_and_provenance(registry: Registry, tiny_model_
 def test_onnx_encoder_needs_neither_torch_nor_transformers(registry: Registry) -> None:
     folder, _ = export_version(registry, registry.get("v1"))
     code = (
-        "import sys; from pathlib import Path; from flywheel.encoder import OnnxModel; "
+        "import sys; from pathlib import Path; from flywheel.models.onnx import OnnxModel; "
         "v = OnnxModel(Path(sys.argv[1]), int8=True).encode(['hello there', 'x']); "
         "heavy = sorted({'torch', 'transformers', 'sentence_transformers'} & set(sys.modules)); "
         "print(v.shape, heavy)"

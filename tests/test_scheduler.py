@@ -75,7 +75,7 @@ def test_triggers_from_settings() -> None:
 def test_schedule_runs_the_job(service: Service, caplog: pytest.LogCaptureFixture) -> None:
     settings = service.settings.model_copy(update={"cycle_interval_minutes": 0.01, "min_new_pairs": 10**6})
     runner = CycleRunner(service)
-    caplog.set_level(logging.INFO, logger="flywheel.scheduler")
+    caplog.set_level(logging.INFO, logger="flywheel.cycle.runner")
     assert runner.start_schedule(settings)
     try:
         deadline = time.monotonic() + 10
