@@ -9,11 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from starlette.routing import Route
 
-from flywheel.api.app import create_app
+from flywheel.api.app import create_app, route_table
 from flywheel.config import Settings
 from tests._server import serve_in_thread
 from tests.conftest import make_documents
@@ -27,11 +25,10 @@ ADMIN, SEARCH_KEY = "adm", "srch"
 
 
 def all_routes(app) -> list[tuple[str, str]]:
-    """(method, path) of every HTTP route the app serves, from the app itself."""
+    """(method, path) of every HTTP route the app serves, from the app's flat route table (routers included)."""
     out = []
-    for route in app.routes:
-        if isinstance(route, APIRoute | Route):
-            out += [(method, route.path) for method in sorted(route.methods or ()) if method != "HEAD"]
+    for route in route_table(app):
+        out += [(method, route.path) for method in sorted(route.methods or ()) if method != "HEAD"]
     return out
 
 

@@ -173,15 +173,18 @@ class MetricsMiddleware:
         return "unmatched"
 
 
-def install(app: FastAPI, metrics: Metrics, dependencies: list[Any]) -> None:
+def install(
+    app: FastAPI, metrics: Metrics, dependencies: list[Any], routes: Callable[[], list[Any]] | None = None
+) -> None:
     """Add the request middleware (outermost, so refused requests count too) and `GET /metrics`.
 
     Args:
         app: the FastAPI app.
         metrics: the app's Metrics.
         dependencies: FastAPI dependencies guarding /metrics (empty: public).
+        routes: the routes to match path templates against, flat and in order; default: `app.router.routes`.
     """
-    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=lambda: app.router.routes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes or (lambda: app.router.routes))
 
     @app.get("/metrics", dependencies=dependencies, tags=["ops"], response_class=Response)
     def get_metrics() -> Response:

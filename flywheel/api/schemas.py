@@ -34,6 +34,16 @@ class ErrorOut(BaseModel):
     detail: Any = Field(description="what went wrong and what to fix (a list of field errors for 422 validation)")
 
 
+ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 503)
+"""Every error status a route may answer; each has an `ErrorOut` JSON body."""
+
+JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+    for status in ERROR_STATUSES
+}
+"""OpenAPI `responses` for a route whose success body is not JSON: its errors still are."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

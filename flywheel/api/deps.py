@@ -1,0 +1,106 @@
+"""FastAPI dependencies: the Service, runner, settings and metrics on `app.state`, and the API-key checks."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from flywheel.api.prometheus import Metrics
+from flywheel.config import Settings
+from flywheel.cycle.runner import CycleRunner
+from flywheel.errors import FlywheelError
+from flywheel.serve.service import Service
+
+
+def get_service(request: Request) -> Service:
+    """The Service opened in the lifespan."""
+    return request.app.state.service
+
+
+def get_runner(request: Request) -> CycleRunner:
+    """The cycle runner started in the lifespan."""
+    return request.app.state.runner
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was built with."""
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    """The app's Prometheus metrics."""
+    return request.app.state.metrics
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+RunnerDep = Annotated[CycleRunner, Depends(get_runner)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+class Unauthorized(FlywheelError):
+    """No API key, or one that is not configured (401)."""
+
+
+class Forbidden(FlywheelError):
+    """A search key on an admin route (403)."""
+
+
+def role_of(settings: Settings, key: str) -> str | None:
+    """Which role a key has; constant-time comparisons so keys cannot be guessed by timing."""
+    role = None
+    for candidate in settings.admin_keys:
+        if hmac.compare_digest(candidate.encode(), key.encode()):
+            role = "admin"
+    for candidate in settings.search_keys:
+        if hmac.compare_digest(candidate.encode(), key.encode()):
+            role = role or "search"
+    return role
+
+
+def require(role: str) -> Callable[..., None]:
+    """A dependency that lets a request through only with a key of `role` (or any key when auth is off)."""
+
+    def check(
+        request: Request,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        settings: Settings = request.app.state.settings
+        if not settings.auth_enabled:
+            return
+        if creds is None:
+            raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+        have = role_of(settings, creds.credentials)
+        if have is None:
+            raise Unauthorized("invalid API key")
+        if role == "admin" and have != "admin":
+            raise Forbidden("this route needs an admin key; a search key was given")
+
+    return check
+
+
+SearchKey = Depends(require("search"))
+AdminKey = Depends(require("admin"))
+
+__all__ = [
+    "AdminKey",
+    "Forbidden",
+    "MetricsDep",
+    "RunnerDep",
+    "SearchKey",
+    "ServiceDep",
+    "SettingsDep",
+    "Unauthorized",
+    "get_metrics",
+    "get_runner",
+    "get_service",
+    "get_settings",
+    "require",
+    "role_of",
+]
