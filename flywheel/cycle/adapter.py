@@ -31,7 +31,7 @@ from flywheel.cycle.steps import (
     stage_timer,
 )
 from flywheel.formats.pairs import load_labelled_pairs
-from flywheel.learn.query_adapter import AdapterConfig, train_adapter
+from flywheel.learn.query_adapter import AdapterConfig, rotate_negatives, train_adapter
 from flywheel.models.encoder import Encoder
 from flywheel.models.query_adapter import AdaptedQueries, QueryAdapter, normalise
 from flywheel.models.registry import ModelVersion
@@ -112,20 +112,9 @@ def training_arrays(rows: list[Pair], cache: CachedVectors) -> tuple[np.ndarray,
     """
     texts = sorted({r.query for r in rows})
     q_row = {t: i for i, t in enumerate(texts)}
-    positives: dict[str, list[int]] = {}
-    negatives: dict[str, list[int]] = {}
-    pairs = []
-    for r in rows:
-        d = cache.doc_row[r.doc_id]
-        pairs.append((q_row[r.query], d, r.label))
-        (positives if r.label else negatives).setdefault(r.query, []).append(d)
-    examples = []
-    for query, docs in positives.items():
-        negs = negatives.get(query, [])
-        for i, d in enumerate(docs):
-            examples.append((q_row[query], d, negs[i % len(negs)] if negs else -1))
-    as_array = lambda x: np.asarray(x, dtype=np.int64).reshape(-1, 3)  # noqa: E731
-    return cache.query_matrix(texts), as_array(examples), as_array(pairs)
+    pairs = [(q_row[r.query], cache.doc_row[r.doc_id], r.label) for r in rows]
+    examples = rotate_negatives(pairs)
+    return cache.query_matrix(texts), examples, np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
 
 
 def run_adapter_cycle(
