@@ -153,9 +153,7 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
             done()
             done = timed("reembed")
             since = service.mark()
-            service.index.create(version, challenger.dimension, replace=True, backend=bulk.backend)
-            for batch in service.store.iter_documents(batch_size=2048):
-                service.embed_into(version, bulk, batch, progress=False)
+            service.rebuild(version, bulk, challenger.dimension, progress=False)
             since = service.catch_up(challenger, since)
             done()
             done = timed("evaluate_retrieval")
