@@ -21,6 +21,7 @@ from flywheel.cycle.gate import error_checks, golden_check, retrieval_check
 from flywheel.cycle.mining import Pair, write_snapshot
 from flywheel.cycle.split import labelled
 from flywheel.cycle.steps import (
+    K,
     finish_report,
     gate,
     mine_and_split,
@@ -42,8 +43,6 @@ from flywheel.types import LabelledPair
 from flywheel.util.files import now_iso
 
 log = logging.getLogger(__name__)
-
-K = 10
 
 
 def adapter_config(settings: Any) -> AdapterConfig:
@@ -277,10 +276,7 @@ def _changed(
     tops = [np.argsort(-(side.encode(texts) @ cache.docs.T), axis=1)[:, :3] for side in (incumbent, candidate)]
     changed = [i for i in range(len(items)) if list(tops[0][i]) != list(tops[1][i])][:8]
     needed = sorted({cache.doc_ids[j] for i in changed for top in tops for j in top[i]})
-    text = {}
-    if needed:
-        marks = ", ".join("?" * len(needed))
-        text = dict(service.store.query(f"SELECT id, text FROM documents WHERE id IN ({marks})", needed))
+    text = service.store.document_texts(needed)
 
     def hits(row: np.ndarray) -> list[dict[str, str]]:
         return [{"doc_id": cache.doc_ids[j], "text": text.get(cache.doc_ids[j], "")} for j in row]

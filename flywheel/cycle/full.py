@@ -18,6 +18,7 @@ from flywheel.cycle.gate import error_checks, golden_check, retrieval_check
 from flywheel.cycle.mining import add_mined_negatives, write_snapshot
 from flywheel.cycle.split import labelled
 from flywheel.cycle.steps import (
+    K,
     export_and_guard,
     finish_report,
     gate,
@@ -42,8 +43,6 @@ from flywheel.serve.service import Service
 from flywheel.util.files import now_iso
 
 log = logging.getLogger(__name__)
-
-K = 10
 
 
 def train_config(settings: Any) -> TrainConfig:
