@@ -10,7 +10,7 @@ import pytest
 
 from flywheel.config import Settings
 from flywheel.cycle.runner import resolve_mode
-from flywheel.learn.query_adapter import AdapterConfig, train_adapter
+from flywheel.learn.query_adapter import AdapterConfig, rotate_negatives, train_adapter
 from flywheel.models.query_adapter import QueryAdapter, normalise
 from flywheel.scoring.pair_error import compare_scored
 from flywheel.serve.store import MIGRATIONS, Store
@@ -64,6 +64,15 @@ def test_training_is_seeded_and_learns_what_identity_cannot() -> None:
     assert first.to_dict()["hyperparameters"]["seed"] == 7 and "weight" not in first.to_dict()
     with pytest.raises(ValueError, match="unknown adapter loss"):
         train_adapter(queries, docs, examples, pairs, AdapterConfig(loss="nope"))
+
+
+def test_rotate_negatives_gives_each_positive_the_next_negative_and_minus_one_without() -> None:
+    rows = [(0, 10, 1), (0, 20, 0), (0, 11, 1), (1, 30, 0), (0, 12, 1), (0, 21, 0), (2, 40, 1), (2, 41, 1)]
+    examples = rotate_negatives(rows)
+    assert examples.dtype == np.int64 and examples.shape == (5, 3)
+    assert examples.tolist() == [[0, 10, 20], [0, 11, 21], [0, 12, 20], [2, 40, -1], [2, 41, -1]]
+    assert rotate_negatives([(1, 30, 0)]).shape == (0, 3), "a query with only negatives gives no example"
+    assert rotate_negatives([]).shape == (0, 3)
 
 
 def test_compare_scored_matches_labels_and_refuses_one_class() -> None:

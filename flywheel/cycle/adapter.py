@@ -21,6 +21,7 @@ from flywheel.cycle.gate import error_checks, golden_check, retrieval_check
 from flywheel.cycle.mining import Pair, write_snapshot
 from flywheel.cycle.split import labelled
 from flywheel.cycle.steps import (
+    K,
     finish_report,
     gate,
     mine_and_split,
@@ -31,7 +32,7 @@ from flywheel.cycle.steps import (
     stage_timer,
 )
 from flywheel.formats.pairs import load_labelled_pairs
-from flywheel.learn.query_adapter import AdapterConfig, train_adapter
+from flywheel.learn.query_adapter import AdapterConfig, rotate_negatives, train_adapter
 from flywheel.models.encoder import Encoder
 from flywheel.models.query_adapter import AdaptedQueries, QueryAdapter, normalise
 from flywheel.models.registry import ModelVersion
@@ -42,8 +43,6 @@ from flywheel.types import LabelledPair
 from flywheel.util.files import now_iso
 
 log = logging.getLogger(__name__)
-
-K = 10
 
 
 def adapter_config(settings: Any) -> AdapterConfig:
@@ -112,20 +111,9 @@ def training_arrays(rows: list[Pair], cache: CachedVectors) -> tuple[np.ndarray,
     """
     texts = sorted({r.query for r in rows})
     q_row = {t: i for i, t in enumerate(texts)}
-    positives: dict[str, list[int]] = {}
-    negatives: dict[str, list[int]] = {}
-    pairs = []
-    for r in rows:
-        d = cache.doc_row[r.doc_id]
-        pairs.append((q_row[r.query], d, r.label))
-        (positives if r.label else negatives).setdefault(r.query, []).append(d)
-    examples = []
-    for query, docs in positives.items():
-        negs = negatives.get(query, [])
-        for i, d in enumerate(docs):
-            examples.append((q_row[query], d, negs[i % len(negs)] if negs else -1))
-    as_array = lambda x: np.asarray(x, dtype=np.int64).reshape(-1, 3)  # noqa: E731
-    return cache.query_matrix(texts), as_array(examples), as_array(pairs)
+    pairs = [(q_row[r.query], cache.doc_row[r.doc_id], r.label) for r in rows]
+    examples = rotate_negatives(pairs)
+    return cache.query_matrix(texts), examples, np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
 
 
 def run_adapter_cycle(
@@ -288,10 +276,7 @@ def _changed(
     tops = [np.argsort(-(side.encode(texts) @ cache.docs.T), axis=1)[:, :3] for side in (incumbent, candidate)]
     changed = [i for i in range(len(items)) if list(tops[0][i]) != list(tops[1][i])][:8]
     needed = sorted({cache.doc_ids[j] for i in changed for top in tops for j in top[i]})
-    text = {}
-    if needed:
-        marks = ", ".join("?" * len(needed))
-        text = dict(service.store.query(f"SELECT id, text FROM documents WHERE id IN ({marks})", needed))
+    text = service.store.document_texts(needed)
 
     def hits(row: np.ndarray) -> list[dict[str, str]]:
         return [{"doc_id": cache.doc_ids[j], "text": text.get(cache.doc_ids[j], "")} for j in row]

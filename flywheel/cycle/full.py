@@ -18,6 +18,7 @@ from flywheel.cycle.gate import error_checks, golden_check, retrieval_check
 from flywheel.cycle.mining import add_mined_negatives, write_snapshot
 from flywheel.cycle.split import labelled
 from flywheel.cycle.steps import (
+    K,
     export_and_guard,
     finish_report,
     gate,
@@ -42,8 +43,6 @@ from flywheel.serve.service import Service
 from flywheel.util.files import now_iso
 
 log = logging.getLogger(__name__)
-
-K = 10
 
 
 def train_config(settings: Any) -> TrainConfig:
@@ -153,9 +152,7 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
             done()
             done = timed("reembed")
             since = service.mark()
-            service.index.create(version, challenger.dimension, replace=True, backend=bulk.backend)
-            for batch in service.store.iter_documents(batch_size=2048):
-                service.embed_into(version, bulk, batch, progress=False)
+            service.rebuild(version, bulk, challenger.dimension, progress=False)
             since = service.catch_up(challenger, since)
             done()
             done = timed("evaluate_retrieval")

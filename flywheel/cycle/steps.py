@@ -23,7 +23,8 @@ from flywheel.types import Check, LabelledPair
 from flywheel.util.files import now_iso
 
 log = logging.getLogger(__name__)
-K = 10
+
+K = 10  # the cut-off of every retrieval metric a cycle reports and gates on (nDCG/MRR/Recall@K)
 
 
 def torch_reference(service: Service, incumbent: Encoder) -> Encoder:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -56,6 +57,24 @@ class AdapterTraining:
         out = {k: v for k, v in asdict(self).items() if k not in ("weight", "bias")}
         out["device"] = "cpu"
         return out
+
+
+def rotate_negatives(rows: Iterable[tuple[int, int, int]]) -> np.ndarray:
+    """(query, positive, hard negative or -1) example rows from (query, doc, label) rows; negatives rotate.
+
+    Each positive document of a query is one example; that query's negative documents take turns as its hard
+    negative (in order), so no negative is used twice before every one is used once; -1 when a query has none.
+    Queries keep the order of their first positive.
+    """
+    positives: dict[int, list[int]] = {}
+    negatives: dict[int, list[int]] = {}
+    for q, d, y in rows:
+        (positives if y else negatives).setdefault(q, []).append(d)
+    out = []
+    for q, docs in positives.items():
+        negs = negatives.get(q) or [-1]
+        out += [(q, d, negs[i % len(negs)]) for i, d in enumerate(docs)]
+    return np.asarray(out, dtype=np.int64).reshape(-1, 3)
 
 
 def train_adapter(

@@ -21,7 +21,7 @@ import numpy as np
 
 from flywheel.errors import InvalidInput
 from flywheel.formats.pairs import load_labelled_pairs, pair_texts
-from flywheel.learn.query_adapter import LOSSES, AdapterConfig, AdapterTraining, train_adapter
+from flywheel.learn.query_adapter import LOSSES, AdapterConfig, AdapterTraining, rotate_negatives, train_adapter
 from flywheel.models.loading import load_model, resolve_model
 from flywheel.models.query_adapter import KIND, META_FILE, QueryAdapter
 from flywheel.scoring.pair_error import encode_normalized
@@ -119,21 +119,8 @@ def fit_query_adapter(
         The trained weights and how training went.
     """
     rows = rows + [(d, q, y) for q, d, y in rows] if symmetric else rows
-    examples = np.array(_examples(rows), dtype=np.int64)
+    examples = rotate_negatives(rows)
     return train_adapter(vectors, vectors, examples, np.array(rows, dtype=np.int64), config)
-
-
-def _examples(rows: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """(query, positive, one hard negative or -1) rows for the in-batch ranking term; negatives rotate."""
-    positives: dict[int, list[int]] = {}
-    negatives: dict[int, list[int]] = {}
-    for q, d, y in rows:
-        (positives if y else negatives).setdefault(q, []).append(d)
-    out = []
-    for q, docs in positives.items():
-        negs = negatives.get(q) or [-1]
-        out += [(q, d, negs[i % len(negs)]) for i, d in enumerate(docs)]
-    return out
 
 
 def _meta(

@@ -187,9 +187,19 @@ class Service:
             self.store.count_documents(),
             bulk.backend,
         )
-        self.index.create(entry.version, encoder.dimension, replace=True, backend=bulk.backend)
+        self.rebuild(entry.version, bulk, encoder.dimension, progress=progress)
+
+    def rebuild(self, version: str, bulk: Encoder, dimension: int | None = None, progress: bool = False) -> None:
+        """(Re)create a version's collection empty and embed every stored document into it with `bulk`.
+
+        One way to build a collection from the store, for a backend mismatch at start-up, a cycle's re-embed
+        and a rollback to a retired collection. The collection is marked as made by `bulk.backend`;
+        `dimension` defaults to `bulk.dimension`.
+        """
+        size = bulk.dimension if dimension is None else dimension
+        self.index.create(version, size, replace=True, backend=bulk.backend)
         for batch in self.store.iter_documents(batch_size=2048):
-            self.embed_into(entry.version, bulk, batch, progress=progress)
+            self.embed_into(version, bulk, batch, progress=progress)
 
     def _repair(self, version: str, encoder: Encoder, progress: bool) -> None:
         """Embed documents missing from the collection and drop points with no document."""

@@ -190,6 +190,13 @@ class Store:
         """How many documents the corpus holds."""
         return int(self.query("SELECT count(*) FROM documents")[0][0])
 
+    def document_texts(self, ids: list[str]) -> dict[str, str]:
+        """Texts of these document ids (unknown ids are left out), for showing hits to a reviewer."""
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        return dict(self.query(f"SELECT id, text FROM documents WHERE id IN ({marks})", list(ids)))
+
     def iter_documents(self, batch_size: int = 512, changed_since: datetime | None = None) -> Iterator[list[Document]]:
         """Yield the corpus in id order, in batches (the source of truth for re-embedding).
 

@@ -65,9 +65,7 @@ def rollback(service: Service, to: str | None = None) -> ModelVersion:
     if since is None or not usable:
         since = service.mark()
         bulk = service.bulk_encoder(registry.get(base), encoder)
-        service.index.create(base, encoder.dimension, replace=True, backend=bulk.backend)
-        for batch in service.store.iter_documents(batch_size=2048):
-            service.embed_into(base, bulk, batch)
+        service.rebuild(base, bulk, encoder.dimension)
     service.swap(encoder, before_switch=lambda: service.catch_up(encoder, since), adapter=adapter)
     return registry.promote(to, action="rollback")
 
