@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from flywheel.cycle.evaluation import heldout_queries, retrieval_block
 from flywheel.cycle.gate import error_checks, golden_check, retrieval_check
 from flywheel.cycle.mining import Pair, write_snapshot
 from flywheel.cycle.split import labelled
@@ -36,7 +37,7 @@ from flywheel.learn.query_adapter import AdapterConfig, rotate_negatives, train_
 from flywheel.models.encoder import Encoder
 from flywheel.models.query_adapter import AdaptedQueries, QueryAdapter, normalise
 from flywheel.models.registry import ModelVersion
-from flywheel.scoring.pair_error import compare_scored, paired_bootstrap
+from flywheel.scoring.pair_error import compare_scored
 from flywheel.scoring.ranking import retrieval_scores
 from flywheel.serve.service import Service
 from flywheel.types import LabelledPair
@@ -239,11 +240,7 @@ def _retrieval(
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """nDCG/MRR/Recall@10 over the whole base collection for held-out queries, with paired CIs, and up to 8
     queries whose top 3 changed (the same numbers as the full cycle's, from cached vectors)."""
-    queries = {p.group: p.query for p in heldout_rows if p.label == 1}
-    relevant: dict[str, set[str]] = {}
-    for p in heldout_rows:
-        if p.label == 1:
-            relevant.setdefault(p.group, set()).add(p.doc_id)
+    queries, relevant = heldout_queries(heldout_rows)
     if not queries or not cache.doc_ids:
         return None, []
     corpus = dict.fromkeys(cache.doc_ids, "")  # only the ids are used: vectors come from the collection
@@ -251,14 +248,7 @@ def _retrieval(
         name: retrieval_scores(side, queries, corpus, relevant, K, cache.docs)
         for name, side in (("incumbent", incumbent), ("candidate", candidate))
     }
-    metrics = (f"ndcg@{K}", f"mrr@{K}", f"recall@{K}")
-    out: dict[str, Any] = {"n_queries": int(scores["incumbent"]["query_ids"].size), "delta": {}}
-    for name in ("incumbent", "candidate"):
-        out[name] = {m: float(scores[name][m].mean()) for m in metrics}
-    for m in metrics:
-        mean, lo, hi = paired_bootstrap(scores["incumbent"][m], scores["candidate"][m], seed=seed)
-        out["delta"][m] = {"mean": mean, "ci95": [lo, hi]}
-        out[m] = {"incumbent": out["incumbent"][m], "candidate": out["candidate"][m], "delta": mean, "ci95": [lo, hi]}
+    out = retrieval_block(scores["incumbent"], scores["candidate"], seed)
     return out, _changed(service, cache, incumbent, candidate, queries, relevant)
 
 

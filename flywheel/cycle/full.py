@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from flywheel.cycle.evaluation import adapted_pair_error
+from flywheel.cycle.evaluation import adapted_pair_error, heldout_queries, retrieval_block
 from flywheel.cycle.gate import error_checks, golden_check, retrieval_check
 from flywheel.cycle.mining import add_mined_negatives, write_snapshot
 from flywheel.cycle.split import labelled
@@ -37,7 +37,7 @@ from flywheel.learn.subprocess import train_in_subprocess
 from flywheel.models.encoder import Encoder
 from flywheel.models.query_adapter import AdaptedQueries, QueryAdapter
 from flywheel.models.registry import ModelVersion
-from flywheel.scoring.pair_error import compare_pair_error, paired_bootstrap
+from flywheel.scoring.pair_error import compare_pair_error
 from flywheel.scoring.ranking import retrieval_scores
 from flywheel.serve.service import Service
 from flywheel.util.files import now_iso
@@ -228,11 +228,7 @@ def _retrieval(
     service: Service, incumbent: Encoder, challenger: Encoder, heldout_rows: list, seed: int
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """nDCG/MRR/Recall@10 of both versions over the real corpus for held-out queries, with paired CIs."""
-    queries = {p.group: p.query for p in heldout_rows if p.label == 1}
-    relevant: dict[str, set[str]] = {}
-    for p in heldout_rows:
-        if p.label == 1:
-            relevant.setdefault(p.group, set()).add(p.doc_id)
+    queries, relevant = heldout_queries(heldout_rows)
     if not queries:
         return None, []
     corpus = _corpus(service)
@@ -241,14 +237,7 @@ def _retrieval(
         name: retrieval_scores(enc.model, queries, corpus, relevant, K, _vectors_in_order(service, enc.version, ids))
         for name, enc in (("incumbent", incumbent), ("candidate", challenger))
     }
-    metrics = (f"ndcg@{K}", f"mrr@{K}", f"recall@{K}")
-    out: dict[str, Any] = {"n_queries": int(scores["incumbent"]["query_ids"].size), "delta": {}}
-    for name in ("incumbent", "candidate"):
-        out[name] = {m: float(scores[name][m].mean()) for m in metrics}
-    for m in metrics:
-        mean, lo, hi = paired_bootstrap(scores["incumbent"][m], scores["candidate"][m], seed=seed)
-        out["delta"][m] = {"mean": mean, "ci95": [lo, hi]}
-        out[m] = {"incumbent": out["incumbent"][m], "candidate": out["candidate"][m], "delta": mean, "ci95": [lo, hi]}
+    out = retrieval_block(scores["incumbent"], scores["candidate"], seed)
     return out, _changed_examples(service, incumbent, challenger, queries, relevant)
 
 

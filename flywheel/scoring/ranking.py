@@ -107,15 +107,25 @@ def compare_retrieval(
     """
     inc = retrieval_scores(incumbent, queries, corpus, relevant, k, incumbent_corpus_embeddings)
     cand = retrieval_scores(candidate, queries, corpus, relevant, k)
+    return {"k": k, **compare_scores(inc, cand, n_boot, seed)}
+
+
+def compare_scores(
+    inc: dict[str, np.ndarray], cand: dict[str, np.ndarray], n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Means of two models' per-query metrics (as `retrieval_scores` returns them) and paired CIs of each change.
+
+    Returns:
+        {"n_queries", "delta": {metric: {"mean", "ci95"}}, "incumbent": {metric: mean}, "candidate": {...}}.
+    """
     metrics = [name for name in inc if name != "query_ids"]
     delta = {}
     for name in metrics:
         mean, lo, hi = paired_bootstrap(inc[name], cand[name], n_boot, seed)
         delta[name] = {"mean": mean, "ci95": [lo, hi]}
     return {
-        "k": k,
         "n_queries": int(inc["query_ids"].size),
+        "delta": delta,
         "incumbent": {name: float(inc[name].mean()) for name in metrics},
         "candidate": {name: float(cand[name].mean()) for name in metrics},
-        "delta": delta,
     }
