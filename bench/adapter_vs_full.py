@@ -209,7 +209,7 @@ def main() -> None:
     }
     service = Service.open(settings)
     t0 = time.perf_counter()
-    report = run_adapter_cycle(service, "adapter-cycle")
+    report = run_adapter_cycle(service, "adapter-cycle").to_json()
     wall = time.perf_counter() - t0
     assert report["counts"]["encoded_documents"] == 0, "an adapter cycle must encode no document"
     adapter = service.adapter
@@ -246,7 +246,7 @@ def main() -> None:
         full_settings = Settings(data_dir=root / "full", **common)
         service = Service.open(full_settings)
         t0 = time.perf_counter()
-        report = run_cycle(service, "full-cycle")
+        report = run_cycle(service, "full-cycle").to_json()
         wall = time.perf_counter() - t0
         candidate = report["candidate"]
         service.close()

@@ -190,7 +190,7 @@ def run_world(
         sim = avf.write_log(service, prefixed, emb, 1, seed)
         simulate._behave = original
         started = time.perf_counter()
-        report = run_adapter_cycle(service, f"{name}-{seed}")
+        report = run_adapter_cycle(service, f"{name}-{seed}").to_json()
         promoted = service.adapter if report["decision"] == "promoted" else None
         service.close()
     finally:

@@ -102,7 +102,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="stop a fine-tune after this many minutes (it still saves)"
     )
     train_dim: int | None = Field(None, ge=1, description="Matryoshka output dimension (e.g. 256)")
-    train_adapter: bool = Field(False, description="freeze the base, train a linear adapter only")
+    train_frozen_dense: bool = Field(
+        False, description="full cycles: freeze the base and train a Dense layer after pooling only (re-indexes)"
+    )
+    train_adapter: bool = Field(False, description="old name of train_frozen_dense (still honoured)")
     seed: int = Field(42, description="seed of training, splits and bootstrap CIs")
 
     # Query-side adapter cycles (see flywheel.learn.query_adapter; unset values keep the measured defaults).
@@ -176,6 +179,8 @@ class Settings(BaseSettings):
         overlap = set(self.admin_keys) & set(self.search_keys)
         if overlap:
             raise ValueError("a key may not be both an admin key and a search key")
+        if self.train_adapter:  # the old name: one option, so the cycle reads train_frozen_dense only
+            self.train_frozen_dense = True
         return self
 
     @property

@@ -60,3 +60,9 @@ def test_bad_files_and_values(tmp_path: Path) -> None:
         Settings.load(cycle_cron="every tuesday")
     with pytest.raises(ConfigError, match="default_k"):
         Settings.load(default_k=500, max_k=100)
+
+
+def test_the_old_name_of_the_frozen_dense_option_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().train_frozen_dense is False
+    monkeypatch.setenv("FLYWHEEL_TRAIN_ADAPTER", "true")
+    assert Settings().train_frozen_dense is True

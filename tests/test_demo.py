@@ -59,7 +59,7 @@ def test_demo_settings_yield_to_environment_and_arguments(tmp_path: Path, monkey
     others = {k: v for k, v in others.items() if k not in ("heldout_percent", "train_max_steps")}
     assert others and all(getattr(settings, k) == v for k, v in others.items())
     assert len(settings.admin_keys) == 1 and settings.data_dir == tmp_path
-    adapter = demo_settings(tmp_path, train_adapter=True)  # adapter mode keeps its own training defaults
+    adapter = demo_settings(tmp_path, train_frozen_dense=True)  # frozen-dense keeps its own training defaults
     assert (
         demo_settings(tmp_path, cycle_mode="adapter").train_learning_rate
         != FULL_FINETUNE_SETTINGS["train_learning_rate"]

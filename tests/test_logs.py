@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from flywheel.cycle.report.model import CycleReport
 from flywheel.cycle.runner import CycleRunner
 from flywheel.logs import current_context, log_context, setup_logging
 from flywheel.serve.service import Service
@@ -65,9 +66,9 @@ def test_cycle_log_lines_carry_the_cycle_id(
     service: Service, restore_logging: None, capsys: pytest.CaptureFixture
 ) -> None:
     setup_logging("info", "json")
-    reports: list[dict] = []
+    reports: list[CycleReport] = []
     record = CycleRunner(service, on_finish=reports.append).run("test")
     assert record["state"] == "rejected"  # no feedback yet: nothing to train on
     tagged = [line for line in json_lines(capsys.readouterr().err) if line.get("cycle_id") == record["cycle_id"]]
     assert any("mine" in line["message"] for line in tagged)
-    assert [r["decision"] for r in reports] == ["rejected"] and reports[0]["cycle_id"] == record["cycle_id"]
+    assert [r.decision for r in reports] == ["rejected"] and reports[0].cycle_id == record["cycle_id"]

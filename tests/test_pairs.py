@@ -7,7 +7,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from flywheel.cycle.mining import count_new_pairs, mine_pairs, normalise_query, write_snapshot
+from flywheel.cycle.mining import mine_pairs, normalise_query, write_snapshot
+from flywheel.serve.ledger import count_new_signals
 from flywheel.serve.store import Store
 from flywheel.types import Document, Event, Impression
 
@@ -114,5 +115,5 @@ def test_snapshot_and_new_pair_count(store: Store, tmp_path: Path) -> None:
     table = pq.read_table(path)
     assert table.num_rows == 3 and set(table.column("label").to_pylist()) == {0, 1}
     assert table.schema.metadata[b"flywheel.window_end"].decode() == mined.window_end.isoformat()
-    assert count_new_pairs(store, None) == 1
-    assert count_new_pairs(store, mined.window_end) == 0
+    assert count_new_signals(store, None) == 1
+    assert count_new_signals(store, mined.window_end) == 0

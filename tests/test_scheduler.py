@@ -23,7 +23,7 @@ def test_cycle_ids_sort_by_time() -> None:
 
 def test_lock_refuses_a_second_cycle(service: Service) -> None:
     runner = CycleRunner(service)
-    runner._acquire("c-held", "manual")
+    runner.ledger.acquire("c-held", "manual", "full", None)
     with pytest.raises(Conflict, match="c-held"):
         runner.start()
     assert runner.running() == "c-held"
@@ -34,7 +34,7 @@ def test_lock_refuses_a_second_cycle(service: Service) -> None:
 
 def test_recover_after_crash(service: Service) -> None:
     crashed = CycleRunner(service)
-    crashed._acquire("c-crashed", "manual")
+    crashed.ledger.acquire("c-crashed", "manual", "full", None)
     crashed.update("c-crashed", state="running", stage="reembed")
     service.index.create("v7", service.encoder.dimension)  # half-built candidate collection
     (service.registry.dir / "v8").mkdir()  # half-written candidate weights (no meta.json)
@@ -48,7 +48,7 @@ def test_recover_after_crash(service: Service) -> None:
     stub = service.registry.get("v8")  # the number stays taken; nothing servable is left behind
     assert stub.status == "failed" and [p.name for p in stub.path.iterdir()] == ["meta.json"]
     assert service.registry.allocate()[0] == "v9"
-    restarted._acquire("c-next", "manual")  # the lock is free again
+    restarted.ledger.acquire("c-next", "manual", "full", None)  # the lock is free again
     assert restarted.running() == "c-next"
 
 

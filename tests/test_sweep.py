@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from flywheel.cli import app
 from flywheel.errors import InvalidInput
-from flywheel.lab.sweep import SHIPPED_EVAL, SweepSpec, cell_id, load_split, parse_dims, read_rows, run_sweep
+from flywheel.lab.sweep import SHIPPED_EVAL, SweepSpec, cell_id, load_split, run_sweep
+from flywheel.lab.sweep_rows import parse_dims, read_rows
 
 runner = CliRunner()
 
@@ -46,7 +47,7 @@ def test_cli_sweep_writes_csv_and_png_then_resumes_without_redoing(
     # 2 base rows (one per dim) + 2 sizes x 2 dims x 2 modes.
     assert len(rows) == 2 + 8
     assert {(r["mode"], r["dim"], r["size"]) for r in rows if r["mode"] != "base"} == {
-        (m, d, s) for m in ("full", "adapter") for d in ("full", "16") for s in ("20", "40")
+        (m, d, s) for m in ("full", "frozen-dense") for d in ("full", "16") for s in ("20", "40")
     }
     for r in rows:
         assert 0.0 <= float(r["ci_low"]) <= float(r["error_rate"]) <= float(r["ci_high"]) <= 1.0
@@ -144,7 +145,7 @@ def test_symmetric_and_keep_models_reach_the_cells(pairs_file: Path, tiny_model_
     one_way = SweepSpec(eval_file=pairs_file, models=[str(tiny_model_path)], sizes=[40], dims=[None])
     both_ways = SweepSpec(**{**vars(one_way), "symmetric": True})
     data = load_split(one_way)
-    for mode in ("full", "adapter"):  # only query-adapter cells train both ways, so only their ids change
+    for mode in ("full", "frozen-dense"):  # only query-adapter cells train both ways, so only their ids change
         assert cell_id(one_way, data.data_key, "m", mode, None, 40) == cell_id(
             both_ways, data.data_key, "m", mode, None, 40
         )

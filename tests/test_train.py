@@ -143,7 +143,7 @@ def test_adapter_trains_only_the_dense_layer(tiny: str, tmp_path: Path) -> None:
     """Adapter mode keeps the transformer bit-identical and moves the identity-initialised Dense layer."""
     out = tmp_path / "m"
     result = train_model(
-        tiny, make_examples(), out, TrainConfig(batch_size=8, max_steps=4, adapter=True), progress=False
+        tiny, make_examples(), out, TrainConfig(batch_size=8, max_steps=4, frozen_dense=True), progress=False
     )
     assert result.hyperparameters["learning_rate"] == 1e-3
     assert same_weights(weights(Path(tiny) / "model.safetensors"), weights(out / "model.safetensors"))

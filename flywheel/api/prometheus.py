@@ -24,6 +24,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.routing import Match
 
+from flywheel.cycle.report.model import CycleReport
+
 log = logging.getLogger(__name__)
 
 FEEDBACK_OUTCOMES = ("accepted", "duplicate", "rejected")
@@ -81,14 +83,13 @@ class Metrics:
         """Count the events of a feedback batch that was refused (nothing of it was stored)."""
         self.feedback_events.labels("rejected").inc(events)
 
-    def observe_cycle(self, report: dict[str, Any]) -> None:
+    def observe_cycle(self, report: CycleReport) -> None:
         """Record a finished cycle from its report: outcome, per-stage timings and total duration."""
-        outcome = report.get("decision") if report.get("decision") in CYCLE_OUTCOMES else "failed"
-        self.cycles.labels(outcome).inc()
-        for stage, seconds in (report.get("timings") or {}).items():
+        self.cycles.labels(report.decision if report.decision in CYCLE_OUTCOMES else "failed").inc()
+        for stage, seconds in report.timings.items():
             self.stage_duration.labels(stage).observe(float(seconds))
-        if report.get("duration_s") is not None:
-            self.cycle_duration.observe(float(report["duration_s"]))
+        if report.duration_s is not None:
+            self.cycle_duration.observe(report.duration_s)
 
     def watch_service(self, get_service: Callable[[], Any]) -> None:
         """Export the serving state (model version, alias consistency, corpus size), read at scrape time."""

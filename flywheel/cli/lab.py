@@ -26,7 +26,14 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default 32; 256 with --query-adapter).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default: the measured best).")] = None,
     dim: Annotated[int | None, typer.Option(help="Output dimension (Matryoshka), e.g. 256.")] = None,
-    adapter: Annotated[bool, typer.Option(help="Freeze the base; train a linear adapter only.")] = False,
+    frozen_dense: Annotated[
+        bool,
+        typer.Option(
+            "--frozen-dense",
+            "--adapter",
+            help="Freeze the base; train a Dense layer after pooling only (--adapter: its old name).",
+        ),
+    ] = False,
     query_adapter: Annotated[
         bool,
         typer.Option(
@@ -51,13 +58,15 @@ def train(
         given = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "loss": loss}
         given = {k: v for k, v in given.items() if v is not None}
         if query_adapter:
-            unused = {"--dim": dim, "--adapter": adapter or None, "--max-minutes": max_minutes}
+            unused = {"--dim": dim, "--frozen-dense": frozen_dense or None, "--max-minutes": max_minutes}
             unused["--max-steps"] = max_steps
             if flags := [flag for flag, value in unused.items() if value is not None]:
                 raise InvalidInput(f"{', '.join(flags)} do(es) not apply to --query-adapter (it trains in seconds)")
             _train_query_adapter(pairs, out, base or "all-MiniLM-L6-v2", given, symmetric, seed)
             return
-        config = TrainConfig(dim=dim, adapter=adapter, max_minutes=max_minutes, max_steps=max_steps, seed=seed)
+        config = TrainConfig(
+            dim=dim, frozen_dense=frozen_dense, max_minutes=max_minutes, max_steps=max_steps, seed=seed
+        )
         for key, value in given.items():
             setattr(config, key, value)
         result = train_from_file(pairs, out, base or packaged_model_path(), config)
@@ -157,8 +166,9 @@ def sweep(
     sizes: Annotated[str, typer.Option(help="Training sizes in pairs, comma-separated.")] = "100,300,1000,3000,10000",
     dims: Annotated[str, typer.Option(help="Output dimensions: integers or 'full', comma-separated.")] = "full,256",
     modes: Annotated[
-        str, typer.Option(help="Training modes: full (fine-tune), adapter (frozen base + Dense), query-adapter.")
-    ] = "full,adapter,query-adapter",
+        str,
+        typer.Option(help="Training modes: full (fine-tune), frozen-dense (frozen base + Dense), query-adapter."),
+    ] = "full,frozen-dense,query-adapter",
     out: Annotated[Path, typer.Option(help="Results CSV; rows already there are skipped (resume).")] = Path(
         "sweep/sweep.csv"
     ),
@@ -176,7 +186,8 @@ def sweep(
     """Train and evaluate a grid of base model x training size x dimension x mode; write a CSV and a chart."""
 
     def go() -> None:
-        from flywheel.lab.sweep import SHIPPED_EVAL, SweepSpec, parse_dims, parse_ints, run_sweep
+        from flywheel.lab.sweep import SHIPPED_EVAL, SweepSpec, run_sweep
+        from flywheel.lab.sweep_rows import parse_dims, parse_ints
 
         spec = SweepSpec(
             eval_file=eval_file or SHIPPED_EVAL,

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from flywheel.config import Settings
 from flywheel.cycle.evaluation import heldout_queries, retrieval_block
 from flywheel.cycle.gate import error_checks, golden_check, retrieval_check
 from flywheel.cycle.mining import Pair, write_snapshot
+from flywheel.cycle.report.model import CycleReport
 from flywheel.cycle.split import labelled
 from flywheel.cycle.steps import (
     K,
@@ -46,7 +48,7 @@ from flywheel.util.files import now_iso
 log = logging.getLogger(__name__)
 
 
-def adapter_config(settings: Any) -> AdapterConfig:
+def adapter_config(settings: Settings) -> AdapterConfig:
     """The AdapterConfig a cycle uses, from settings (unset values keep the measured defaults)."""
     config = AdapterConfig(seed=settings.seed)
     for name in ("loss", "epochs", "learning_rate", "scale", "identity_weight"):
@@ -117,9 +119,7 @@ def training_arrays(rows: list[Pair], cache: CachedVectors) -> tuple[np.ndarray,
     return cache.query_matrix(texts), examples, np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
 
 
-def run_adapter_cycle(
-    service: Service, cycle_id: str, on_stage: Callable[[str], None] = lambda _: None
-) -> dict[str, Any]:
+def run_adapter_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] = lambda _: None) -> CycleReport:
     """Run one adapter cycle on an open Service and write its report; never raises for a failed cycle.
 
     Args:
@@ -134,7 +134,7 @@ def run_adapter_cycle(
     started = time.monotonic()
     timings: dict[str, float] = {}
     encoder, current = service.encoder, service.adapter
-    report = {**new_report(service, cycle_id, "adapter"), "base": encoder.version}
+    report = new_report(service, cycle_id, "adapter", base=encoder.version)
     timed = stage_timer(timings, on_stage)
 
     try:
@@ -146,7 +146,7 @@ def run_adapter_cycle(
         done = timed("vectors")
         cache = gather_vectors(service, encoder, mined.pairs)
         queries, examples, pairs = training_arrays(train_rows, cache)
-        report["counts"] = {
+        report.counts = {
             **split_counts(mined.counts, train_rows, heldout_rows, len(examples)),
             "logged_query_vectors": cache.logged_queries,
             "encoded_queries": cache.encoded_queries,
@@ -157,7 +157,7 @@ def run_adapter_cycle(
 
         done = timed("train")
         version, folder = service.registry.allocate()
-        report["candidate"] = version
+        report.candidate = version
         result = train_adapter(queries, cache.docs, examples, pairs, adapter_config(settings))
         candidate = QueryAdapter(version, encoder.version, result.weight, result.bias)
         candidate.save(folder)
@@ -174,7 +174,7 @@ def run_adapter_cycle(
                     "cycle_id": cycle_id,
                     "base_version": encoder.version,
                     "replaces": service.serving_version,
-                    "window": report["window"],
+                    "window": report.window.model_dump() if report.window else None,
                     "pairs": len(train_rows),
                     "examples": len(examples),
                     "hyperparameters": result.hyperparameters,
@@ -184,7 +184,7 @@ def run_adapter_cycle(
                 },
             )
         )
-        report["training"] = result.to_dict()
+        report.training = result.to_dict()
         done()
 
         done = timed("evaluate")
@@ -196,15 +196,15 @@ def run_adapter_cycle(
             (side.encode([p.query for p in heldout_rows]) * doc_vectors).sum(1) if heldout_rows else np.zeros(0)
             for side in (inc_side, cand_side)
         ]
-        report["metrics"]["pair_error"] = compare_scored(heldout, *scores, settings.seed)
-        checks = error_checks(report["metrics"]["pair_error"], len(heldout), settings)
+        report.metrics.pair_error = compare_scored(heldout, *scores, settings.seed)
+        checks = error_checks(report.metrics.pair_error, len(heldout), settings)
         if settings.golden_pairs:
             golden = load_labelled_pairs(settings.golden_pairs)
-            report["metrics"]["golden"] = _golden(encoder, current, candidate, golden, settings.seed)
-            checks.append(golden_check(report["metrics"]["golden"], settings))
+            report.metrics.golden = _golden(encoder, current, candidate, golden, settings.seed)
+            checks.append(golden_check(report.metrics.golden, settings))
         retrieval, changed = _retrieval(service, cache, inc_side, cand_side, heldout_rows, settings.seed)
-        report["metrics"]["retrieval"] = retrieval
-        report["examples"] = changed
+        report.metrics.retrieval = retrieval
+        report.examples = changed
         checks.append(retrieval_check(retrieval, settings))
         done()
 

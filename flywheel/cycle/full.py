@@ -1,7 +1,7 @@
 """One retraining cycle: mine → split → train → evaluate → gate → re-embed → swap → report.
 
 Each stage lives in its own module; this one only strings them together and keeps the books (timings,
-counts, cleanup of a rejected or failed candidate). Rollback and pruning live in flywheel.versions.
+counts, cleanup of a rejected or failed candidate). Rollback and pruning live in flywheel.serve.versions.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from flywheel.config import Settings
 from flywheel.cycle.evaluation import adapted_pair_error, heldout_queries, retrieval_block
 from flywheel.cycle.gate import error_checks, golden_check, retrieval_check
-from flywheel.cycle.mining import add_mined_negatives, write_snapshot
+from flywheel.cycle.mining import add_mined_negatives, corpus_texts, write_snapshot
+from flywheel.cycle.report.model import CycleReport
 from flywheel.cycle.split import labelled
 from flywheel.cycle.steps import (
     K,
@@ -45,17 +47,17 @@ from flywheel.util.files import now_iso
 log = logging.getLogger(__name__)
 
 
-def train_config(settings: Any) -> TrainConfig:
+def train_config(settings: Settings) -> TrainConfig:
     """The TrainConfig a cycle uses, from settings (unset values keep the trainer's measured defaults)."""
     config = TrainConfig(
         epochs=settings.train_epochs,
         batch_size=settings.train_batch_size,
-        cuda_batch_size=getattr(settings, "train_batch_size_cuda", None),
+        cuda_batch_size=settings.train_batch_size_cuda,
         learning_rate=settings.train_learning_rate,
         max_steps=settings.train_max_steps,
         max_minutes=settings.train_max_minutes,
         dim=settings.train_dim,
-        adapter=settings.train_adapter,
+        frozen_dense=settings.train_frozen_dense,
         seed=settings.seed,
         device=settings.device,
     )
@@ -64,7 +66,7 @@ def train_config(settings: Any) -> TrainConfig:
     return config
 
 
-def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] = lambda _: None) -> CycleReport:
     """Run one cycle on an open Service and write its report; never raises for a failed cycle.
 
     Args:
@@ -89,18 +91,20 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
         if settings.mine_negatives and train_rows:
             mined.pairs = train_rows
             st_model = torch_reference(service, incumbent).model  # mining needs a SentenceTransformer
-            add_mined_negatives(mined, st_model, _corpus(service), settings.mine_negatives, settings.mine_margin)
+            add_mined_negatives(
+                mined, st_model, corpus_texts(service.store), settings.mine_negatives, settings.mine_margin
+            )
             train_rows = mined.pairs
             mined.pairs = train_rows + heldout_rows
         write_snapshot(mined, settings.cycles_dir / cycle_id / "pairs.parquet")
         heldout = labelled(heldout_rows)
         examples = examples_from_labelled(labelled(train_rows))
-        report["counts"] = split_counts(mined.counts, train_rows, heldout_rows, len(examples))
+        report.counts = split_counts(mined.counts, train_rows, heldout_rows, len(examples))
         done()
 
         done = timed("train")
         version, folder = service.registry.allocate()
-        report["candidate"] = version
+        report.candidate = version
         result = train_in_subprocess(
             incumbent_path(service), examples, folder, train_config(settings), pairs=labelled(train_rows)
         )
@@ -115,8 +119,8 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
                 made_by={
                     "how": "fine-tuned on mined feedback pairs",
                     "cycle_id": cycle_id,
-                    "window": report["window"],
-                    "pairs": report["counts"]["train_pairs"],
+                    "window": report.window.model_dump() if report.window else None,
+                    "pairs": report.counts["train_pairs"],
                     "examples": len(examples),
                     "hyperparameters": result.hyperparameters,
                     "device": result.device,
@@ -124,7 +128,7 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
                 },
             )
         )
-        report["training"] = result.to_dict()
+        report.training = result.to_dict()
         done()
 
         done = timed("evaluate")
@@ -132,17 +136,17 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
         challenger = service.load_encoder(candidate, backend="torch")
         reference = torch_reference(service, incumbent)
         pair_error = _pair_error(reference, challenger, heldout, settings.seed, service.adapter)
-        report["metrics"]["pair_error"] = pair_error
+        report.metrics.pair_error = pair_error
         if settings.golden_pairs:
             golden = load_labelled_pairs(settings.golden_pairs)
             # Against what serves: with a query adapter on the incumbent, its queries are scored adapted.
-            report["metrics"]["golden"] = (
+            report.metrics.golden = (
                 adapted_pair_error(reference, service.adapter, challenger.model, golden, settings.seed)
                 if service.adapter is not None
                 else compare_pair_error(reference.model, challenger.model, golden, seed=settings.seed)
             )
         checks = error_checks(pair_error, len(heldout), settings)
-        checks.append(golden_check(report["metrics"].get("golden"), settings))
+        checks.append(golden_check(report.metrics.golden, settings))
         done()
 
         if all(c is None or c.passed for c in checks):
@@ -158,8 +162,8 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
             done = timed("evaluate_retrieval")
             incumbent_side = AdaptedQueries(incumbent.version, incumbent.encode, service.adapter)
             retrieval, examples_changed = _retrieval(service, incumbent_side, challenger, heldout_rows, settings.seed)
-            report["metrics"]["retrieval"] = retrieval
-            report["examples"] = examples_changed
+            report.metrics.retrieval = retrieval
+            report.examples = examples_changed
             checks.append(retrieval_check(retrieval, settings))
             done()
         decision = gate(report, checks, started, settings)
@@ -212,10 +216,6 @@ def _pair_error(
         return None
 
 
-def _corpus(service: Service) -> dict[str, str]:
-    return {d.id: d.text for batch in service.store.iter_documents(batch_size=4096) for d in batch}
-
-
 def _vectors_in_order(service: Service, version: str, ids: list[str]) -> np.ndarray:
     """A collection's vectors aligned to `ids` (read back from Qdrant: nothing is encoded twice)."""
     found: dict[str, np.ndarray] = {}
@@ -231,7 +231,7 @@ def _retrieval(
     queries, relevant = heldout_queries(heldout_rows)
     if not queries:
         return None, []
-    corpus = _corpus(service)
+    corpus = corpus_texts(service.store)
     ids = list(corpus)
     scores = {
         name: retrieval_scores(enc.model, queries, corpus, relevant, K, _vectors_in_order(service, enc.version, ids))

@@ -43,7 +43,7 @@ def error_checks(pair_error: dict[str, Any] | None, heldout_pairs: int, settings
     """Checks on the held-out pair error: enough data, a large enough drop, and a CI above zero.
 
     Args:
-        pair_error: `flywheel.evaluate.compare_pair_error` output, or None when it could not be measured.
+        pair_error: `flywheel.scoring.pair_error.compare_pair_error` output, or None when it could not be measured.
         heldout_pairs: labelled held-out pairs available.
         settings: thresholds (min_improvement, min_relative_improvement, require_significant, ...).
     """

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flywheel.serve.ledger import count_events, labelled_rows
 from flywheel.serve.store import Store
 from flywheel.util.files import utcnow
 
@@ -73,6 +74,11 @@ class MinedPairs:
         return pa.table({c: [getattr(p, c) for p in self.pairs] for c in columns})
 
 
+def corpus_texts(store: Store) -> dict[str, str]:
+    """Every stored document's text by id (what mining labels and hard-negative mining searches)."""
+    return {d.id: d.text for batch in store.iter_documents(batch_size=4096) for d in batch}
+
+
 def mine_pairs(
     store: Store,
     window_end: datetime | None = None,
@@ -96,8 +102,8 @@ def mine_pairs(
     """
     end = window_end or utcnow()
     start = end - timedelta(days=window_days) if window_days else None
-    rows = store.query(_LABELLED_SQL, [end, start, start])
-    texts = dict(store.query("SELECT id, text FROM documents"))
+    rows = labelled_rows(store, end, start)
+    texts = corpus_texts(store)
 
     groups: dict[str, Counter[str]] = defaultdict(Counter)  # group -> raw query texts
     votes: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])  # pos, neg, searches
@@ -137,7 +143,7 @@ def mine_pairs(
         group_pairs.sort(key=lambda p: (-p.label, -(p.positive_votes if p.label else p.negative_votes), p.doc_id))
         pairs.extend(group_pairs[:max_pairs_per_query])
     pairs.sort(key=lambda p: (p.group, -p.label, p.doc_id))
-    events = store.query("SELECT count(*) FROM events WHERE received_at <= ?", [end])[0][0]
+    events = count_events(store, end)
     counts = {
         "events": int(events),
         "searches": len(searches),
@@ -150,32 +156,6 @@ def mine_pairs(
         "groups_merged": len(merged),
     }
     return MinedPairs(pairs, start, end, counts)
-
-
-# One row per (search, shown document) that carries a signal, with its positive and negative votes.
-_LABELLED_SQL = """
-WITH ev AS (
-    SELECT search_id, doc_id,
-           count(*) FILTER (WHERE type IN ('click', 'thumbs_up')) AS pos,
-           count(*) FILTER (WHERE type IN ('skip', 'thumbs_down')) AS neg
-    FROM events WHERE received_at <= ? GROUP BY search_id, doc_id
-), shown AS (
-    SELECT s.search_id, s.query, i.doc_id, i.rank, coalesce(ev.pos, 0) AS pos, coalesce(ev.neg, 0) AS neg
-    FROM searches s
-    JOIN impressions i ON i.search_id = s.search_id
-    LEFT JOIN ev ON ev.search_id = i.search_id AND ev.doc_id = i.doc_id
-    WHERE (? IS NULL OR s.ts >= ?)
-      AND s.search_id IN (SELECT search_id FROM ev)
-), lowest_click AS (
-    SELECT search_id, max(rank) AS rank FROM shown WHERE pos > 0 GROUP BY search_id
-)
-SELECT sh.search_id, sh.query, sh.doc_id,
-       (sh.pos > 0)::INTEGER AS positive,
-       ((sh.neg > 0) OR (sh.pos = 0 AND lc.rank IS NOT NULL AND sh.rank < lc.rank))::INTEGER AS negative
-FROM shown sh LEFT JOIN lowest_click lc ON lc.search_id = sh.search_id
-WHERE sh.pos > 0 OR sh.neg > 0 OR (lc.rank IS NOT NULL AND sh.rank < lc.rank)
-ORDER BY sh.search_id, sh.rank
-"""
 
 
 def _merge_similar(keys: list[str], encoder: Any, threshold: float) -> dict[str, str]:
@@ -268,9 +248,3 @@ def write_snapshot(mined: MinedPairs, path: Path) -> Path:
     pq.write_table(table, tmp)
     tmp.replace(path)
     return path
-
-
-def count_new_pairs(store: Store, since: datetime | None) -> int:
-    """Distinct (search, document) signals received after `since`: the scheduler's "enough new data?" test."""
-    sql = "SELECT count(*) FROM (SELECT DISTINCT search_id, doc_id FROM events WHERE received_at > ?)"
-    return int(store.query(sql, [since or datetime(1970, 1, 1)])[0][0])

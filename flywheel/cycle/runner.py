@@ -20,28 +20,16 @@ from typing import Any
 from flywheel.config import Settings
 from flywheel.cycle.adapter import run_adapter_cycle
 from flywheel.cycle.full import run_cycle
-from flywheel.cycle.mining import count_new_pairs
-from flywheel.errors import Conflict, InvalidInput, NotFound
+from flywheel.cycle.report.model import CycleReport
+from flywheel.errors import Conflict, InvalidInput
 from flywheel.logs import log_context
 from flywheel.models.loading import resolve_device
 from flywheel.models.registry import VERSION_RE, mark_discarded
+from flywheel.serve.ledger import CycleLedger, count_new_signals
 from flywheel.serve.service import Service
-from flywheel.util.files import utcnow
+from flywheel.util.files import now_iso, utcnow
 
 log = logging.getLogger(__name__)
-
-CYCLE_FIELDS = (
-    "cycle_id",
-    "trigger",
-    "state",
-    "stage",
-    "started_at",
-    "finished_at",
-    "error",
-    "incumbent",
-    "candidate",
-    "kind",
-)
 
 
 def new_cycle_id() -> str:
@@ -52,18 +40,19 @@ def new_cycle_id() -> str:
 class CycleRunner:
     """Starts cycles in a background thread, records their state, and guarantees one at a time."""
 
-    def __init__(self, service: Service, on_finish: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, service: Service, on_finish: Callable[[CycleReport], None] | None = None) -> None:
         """Args: service: the open Service whose data dir the cycles work on; on_finish: called with each
-        finished cycle's report (metrics), or with {"decision": "failed"} when the cycle crashed."""
+        finished cycle's report, or with a bare "failed" report when the cycle crashed."""
         self.service = service
         self.on_finish = on_finish
         self.store = service.store
         self.owner = uuid.uuid4().hex  # this process instance
+        self.ledger = CycleLedger(service.store, self.owner)
         self._thread: threading.Thread | None = None
         self._guard = threading.Lock()
         self._scheduler: Any = None
 
-    # --- records ----------------------------------------------------------------------------------------
+    # --- records (the ledger holds the SQL) -------------------------------------------------------------
 
     def get(self, cycle_id: str) -> dict[str, Any]:
         """A cycle's state.
@@ -71,66 +60,26 @@ class CycleRunner:
         Raises:
             NotFound: unknown cycle id.
         """
-        rows = self.store.query(f"SELECT {', '.join(CYCLE_FIELDS)} FROM cycles WHERE cycle_id = ?", [cycle_id])
-        if not rows:
-            raise NotFound(f"cycle {cycle_id!r} does not exist")
-        return _record(rows[0])
+        return self.ledger.get(cycle_id)
 
     def list(self, limit: int = 50) -> list[dict[str, Any]]:
         """Recent cycles, newest first."""
-        rows = self.store.query(
-            f"SELECT {', '.join(CYCLE_FIELDS)} FROM cycles ORDER BY started_at DESC LIMIT ?", [limit]
-        )
-        return [_record(r) for r in rows]
+        return self.ledger.list(limit)
 
     def last_window_end(self, kind: str | None = None) -> datetime | None:
         """End of the event window of the last cycle (of `kind`, if given) that got past mining.
 
         Per kind, so that hourly adapter cycles do not starve a nightly full cycle of "new" pairs.
         """
-        sql = "SELECT max(window_end) FROM cycles WHERE state IN ('promoted', 'rejected')"
-        if kind is None:
-            rows = self.store.query(sql)
-        else:  # rows from before migration 3 have no kind: they were full cycles
-            rows = self.store.query(sql + " AND coalesce(kind, 'full') = ?", [kind])
-        return rows[0][0] if rows else None
+        return self.ledger.last_window_end(kind)
 
     def update(self, cycle_id: str, **fields: Any) -> None:
         """Set some fields of a cycle's record and refresh the lock's heartbeat."""
-        assignments = ", ".join(f"{k} = ?" for k in fields)
-        with self.store.transaction() as con:
-            con.execute(f"UPDATE cycles SET {assignments} WHERE cycle_id = ?", [*fields.values(), cycle_id]).fetchall()
-            con.execute("UPDATE cycle_lock SET heartbeat_at = ? WHERE cycle_id = ?", [utcnow(), cycle_id]).fetchall()
-
-    # --- the lock ---------------------------------------------------------------------------------------
-
-    def _acquire(self, cycle_id: str, trigger: str, kind: str = "full") -> None:
-        """Take the lock row and record the cycle as queued, in one transaction.
-
-        Raises:
-            Conflict: a cycle is running in this process.
-        """
-        now = utcnow()
-        with self.store.transaction() as con:
-            held = con.execute("SELECT cycle_id, owner FROM cycle_lock WHERE id = 1").fetchall()
-            if held and held[0][1] == self.owner:
-                raise Conflict(f"cycle {held[0][0]} is running; wait for it (GET /cycles/{held[0][0]})")
-            con.execute("DELETE FROM cycle_lock WHERE id = 1").fetchall()  # stale: its owner process is gone
-            con.execute("INSERT INTO cycle_lock VALUES (1, ?, ?, ?, ?)", [cycle_id, self.owner, now, now]).fetchall()
-            con.execute(
-                "INSERT INTO cycles (cycle_id, trigger, state, stage, started_at, incumbent, kind) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [cycle_id, trigger, "queued", None, now, self.service.serving_version, kind],
-            ).fetchall()
-
-    def _release(self, cycle_id: str) -> None:
-        with self.store.transaction() as con:
-            con.execute("DELETE FROM cycle_lock WHERE cycle_id = ?", [cycle_id]).fetchall()
+        self.ledger.update(cycle_id, **fields)
 
     def running(self) -> str | None:
         """The id of the cycle running in this process, if any."""
-        rows = self.store.query("SELECT cycle_id FROM cycle_lock WHERE id = 1 AND owner = ?", [self.owner])
-        return rows[0][0] if rows else None
+        return self.ledger.running()
 
     def recover(self) -> list[str]:
         """After a restart: fail cycles left queued/running, drop their half-built collections and weights.
@@ -138,11 +87,10 @@ class CycleRunner:
         Returns:
             The ids of the cycles marked failed.
         """
-        stale = [r[0] for r in self.store.query("SELECT cycle_id FROM cycles WHERE state IN ('queued', 'running')")]
+        stale = self.ledger.ids_in_state("queued", "running")
         for cycle_id in stale:
             self.update(cycle_id, state="failed", finished_at=utcnow(), error="interrupted: the server stopped")
-        with self.store.transaction() as con:
-            con.execute("DELETE FROM cycle_lock").fetchall()
+        self.ledger.clear_lock()
         registry, index = self.service.registry, self.service.index
         known = {v.version for v in registry.versions()}
         serving = registry.incumbent().version
@@ -190,7 +138,7 @@ class CycleRunner:
             if self._thread is not None and self._thread.is_alive():
                 raise Conflict(f"cycle {self.running()} is running; wait for it")
             cycle_id = new_cycle_id()
-            self._acquire(cycle_id, trigger, kind)
+            self.ledger.acquire(cycle_id, trigger, kind, self.service.serving_version)
             self._thread = threading.Thread(
                 target=self._run, args=(cycle_id, on_stage, kind), name=f"cycle-{cycle_id}", daemon=True
             )
@@ -233,22 +181,22 @@ class CycleRunner:
             notified = self._notify(report)
             self.update(
                 cycle_id,
-                state=report["decision"],
+                state=report.decision,
                 stage="done",
                 finished_at=utcnow(),
-                candidate=report.get("candidate"),
-                window_end=_window_end(report),
-                error=report.get("error"),
+                candidate=report.candidate,
+                window_end=datetime.fromisoformat(report.window_end) if report.window_end else None,
+                error=report.error,
             )
         except Exception as exc:  # a cycle's failure must never take the server down
             log.exception("cycle %s failed", cycle_id)
             if not notified:
-                self._notify({"cycle_id": cycle_id, "decision": "failed", "timings": {}})
+                self._notify(CycleReport(cycle_id=cycle_id, created_at=now_iso(), kind=kind, decision="failed"))
             self.update(cycle_id, state="failed", finished_at=utcnow(), error=f"{exc}\n{traceback.format_exc()}")
         finally:
-            self._release(cycle_id)
+            self.ledger.release(cycle_id)
 
-    def _notify(self, report: dict[str, Any]) -> bool:
+    def _notify(self, report: CycleReport) -> bool:
         """Hand a finished cycle's report to `on_finish`; an observer's bug never fails the cycle."""
         if self.on_finish is not None:
             try:
@@ -266,7 +214,7 @@ class CycleRunner:
             log.info("scheduled cycle skipped: one is running")
             return None
         kind = resolve_mode(self.service.settings, mode)
-        fresh = count_new_pairs(self.store, self.last_window_end(kind))
+        fresh = count_new_signals(self.store, self.last_window_end(kind))
         if fresh < self.service.settings.min_new_pairs:
             log.info(
                 "scheduled cycle skipped: %d new pairs < min_new_pairs %d", fresh, self.service.settings.min_new_pairs
@@ -318,20 +266,7 @@ def make_trigger(settings: Settings, adapter: bool = False) -> Any:
     return None
 
 
-def _window_end(report: dict[str, Any]) -> datetime | None:
-    end = (report.get("window") or {}).get("end")
-    return datetime.fromisoformat(end) if end else None
-
-
-def _record(row: tuple[Any, ...]) -> dict[str, Any]:
-    record = dict(zip(CYCLE_FIELDS, row, strict=True))
-    for key in ("started_at", "finished_at"):
-        if record[key] is not None:
-            record[key] = record[key].isoformat() + "Z"
-    return record
-
-
-def resolve_mode(settings: Any, mode: str | None = None) -> str:
+def resolve_mode(settings: Settings, mode: str | None = None) -> str:
     """The kind of cycle to run: "adapter" or "full" ("auto": full when CUDA is present, else adapter)."""
     mode = mode or settings.cycle_mode
     if mode == "auto":
@@ -343,7 +278,7 @@ def resolve_mode(settings: Any, mode: str | None = None) -> str:
 
 def run_any_cycle(
     service: Service, cycle_id: str, on_stage: Callable[[str], None] = lambda _: None, mode: str | None = None
-) -> dict[str, Any]:
+) -> CycleReport:
     """Run one cycle of the kind `mode` (default: settings.cycle_mode) and return its report."""
     if resolve_mode(service.settings, mode) == "adapter":
         return run_adapter_cycle(service, cycle_id, on_stage)

@@ -8,9 +8,11 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from flywheel.cycle.gate import budget_check, decide
-from flywheel.cycle.mining import mine_pairs
+from flywheel.config import Settings
+from flywheel.cycle.gate import Decision, budget_check, decide
+from flywheel.cycle.mining import MinedPairs, Pair, mine_pairs
 from flywheel.cycle.report.files import write_report
+from flywheel.cycle.report.model import CycleReport, Window
 from flywheel.cycle.split import split_by_group
 from flywheel.errors import ConfigError, InvalidInput
 from flywheel.models.encoder import Encoder
@@ -39,7 +41,7 @@ def export_and_guard(
     service: Service,
     entry: ModelVersion,
     heldout: list[LabelledPair],
-    report: dict[str, Any],
+    report: CycleReport,
     torch_encoder: Encoder | None = None,
 ) -> tuple[Encoder, Encoder, Check]:
     """The cycle's ONNX step before re-embedding: export, guard on held-out pairs, load the encoders to use.
@@ -61,7 +63,7 @@ def export_and_guard(
     backends = {settings.encoder_backend, settings.bulk_backend}
     needs_onnx = backends != {"torch"}
     section: dict[str, Any] = {"requested": {"query": settings.encoder_backend, "bulk": settings.bulk_backend}}
-    report["onnx"] = section
+    report.onnx = section
     if needs_onnx or settings.export_on_promote:
         try:
             meta = run_guard(service.registry, entry, settings, heldout, "cycle held-out pairs")
@@ -93,16 +95,18 @@ def export_and_guard(
     return query, bulk, Check("encoder_backend", True, detail)
 
 
-def gate(report: dict[str, Any], checks: list, started: float, settings: Any) -> Any:
+def gate(report: CycleReport, checks: list[Check | None], started: float, settings: Settings) -> Decision:
     """Add the time budget to `checks`, decide, and record the checks and reasons in the report."""
     checks.append(budget_check(time.monotonic() - started, settings))
     decision = decide(checks)
-    report["checks"] = decision.to_dict()["checks"]
-    report["reasons"] = decision.reasons
+    report.checks = decision.to_dict()["checks"]
+    report.reasons = decision.reasons
     return decision
 
 
-def split_counts(mined: dict[str, int], train_rows: list, heldout_rows: list, n_examples: int) -> dict[str, int]:
+def split_counts(
+    mined: dict[str, int], train_rows: list[Pair], heldout_rows: list[Pair], n_examples: int
+) -> dict[str, int]:
     """The report's counts after mining and splitting.
 
     Raises:
@@ -121,7 +125,7 @@ def split_counts(mined: dict[str, int], train_rows: list, heldout_rows: list, n_
 
 def settle_decision(
     service: Service,
-    report: dict[str, Any],
+    report: CycleReport,
     version: str,
     promote: bool,
     timed: Callable[[str], Callable[[], None]],
@@ -129,59 +133,54 @@ def settle_decision(
 ) -> None:
     """Promote the candidate (timed swap, registry, pruning) or discard it, and record the decision."""
     if not promote:
-        report["decision"] = "rejected"
+        report.decision = "rejected"
         _discard(service, version, status="rejected", metrics=_summary(report))
         return
     done = timed("swap")
     swap()
     service.registry.mark(version, "candidate", _summary(report))
     service.registry.promote(version)
-    report["serving_after"] = version
-    report["decision"] = "promoted"
+    report.serving_after = version
+    report.decision = "promoted"
     done()
     prune(service)
 
 
-def settle_failure(service: Service, report: dict[str, Any], exc: Exception) -> None:
+def settle_failure(service: Service, report: CycleReport, exc: Exception) -> None:
     """Record a cycle's failure; keep a candidate that already serves, discard one that does not."""
     serving = service.serving_version
-    report["error"] = str(exc) if isinstance(exc, InvalidInput) else f"{exc}\n{traceback.format_exc()}"
-    if report.get("candidate") and serving == report["candidate"]:
+    report.error = str(exc) if isinstance(exc, InvalidInput) else f"{exc}\n{traceback.format_exc()}"
+    if report.candidate and serving == report.candidate:
         # The switch already happened (the failure came after it): never discard what serves now.
-        report["decision"] = "promoted"
-        report["serving_after"] = serving
+        report.decision = "promoted"
+        report.serving_after = serving
         if service.registry.incumbent().version != serving:
             service.registry.promote(serving)  # so a restart keeps serving it
     else:
-        report["decision"] = "rejected" if isinstance(exc, InvalidInput) else "failed"
-        report.setdefault("reasons", [str(exc)])
-        if report.get("candidate"):
-            _discard(service, report["candidate"], status="failed", metrics={"error": str(exc)[:500]})
+        report.decision = "rejected" if isinstance(exc, InvalidInput) else "failed"
+        report.reasons = report.reasons or [str(exc)]
+        if report.candidate:
+            _discard(service, report.candidate, status="failed", metrics={"error": str(exc)[:500]})
 
 
-def finish_report(service: Service, report: dict[str, Any], timings: dict[str, float], started: float) -> dict:
+def finish_report(service: Service, report: CycleReport, timings: dict[str, float], started: float) -> CycleReport:
     """Add timings and duration, write the report (JSON + HTML), and return it."""
-    report["timings"] = timings
-    report["duration_s"] = round(time.monotonic() - started, 3)
+    report.timings = timings
+    report.duration_s = round(time.monotonic() - started, 3)
     write_report(service.settings.reports_dir, report)
     return report
 
 
-def new_report(service: Service, cycle_id: str, kind: str) -> dict[str, Any]:
+def new_report(service: Service, cycle_id: str, kind: str, base: str | None = None) -> CycleReport:
     """The report skeleton every kind of cycle fills in (one shape for the gate, the API and the HTML)."""
-    return {
-        "cycle_id": cycle_id,
-        "created_at": now_iso(),
-        "kind": kind,
-        "incumbent": service.serving_version,  # an adapter's version when one serves on top of the encoder
-        "candidate": None,
-        "serving_after": service.serving_version,
-        "metrics": {},
-        "checks": [],
-        "examples": [],
-        "training": None,
-        "error": None,
-    }
+    return CycleReport(
+        cycle_id=cycle_id,
+        created_at=now_iso(),
+        kind=kind,
+        incumbent=service.serving_version,  # an adapter's version when one serves on top of the encoder
+        base=base,
+        serving_after=service.serving_version,
+    )
 
 
 def stage_timer(timings: dict[str, float], on_stage: Callable[[str], None]) -> Callable[[str], Callable[[], None]]:
@@ -195,7 +194,9 @@ def stage_timer(timings: dict[str, float], on_stage: Callable[[str], None]) -> C
     return timed
 
 
-def mine_and_split(service: Service, encoder: Encoder, report: dict[str, Any]) -> tuple[Any, list, list]:
+def mine_and_split(
+    service: Service, encoder: Encoder, report: CycleReport
+) -> tuple[MinedPairs, list[Pair], list[Pair]]:
     """Mine the feedback window into pairs and split them by query group; records the window in `report`.
 
     Returns:
@@ -209,20 +210,20 @@ def mine_and_split(service: Service, encoder: Encoder, report: dict[str, Any]) -
         group_threshold=settings.query_group_threshold,
         encoder=encoder if settings.query_group_threshold else None,
     )
-    report["window"] = {
-        "start": mined.window_start.isoformat() if mined.window_start else None,
-        "end": mined.window_end.isoformat(),
-    }
+    report.window = Window(
+        start=mined.window_start.isoformat() if mined.window_start else None,
+        end=mined.window_end.isoformat(),
+    )
     train_rows, heldout_rows = split_by_group(mined.pairs, lambda p: p.group, settings.heldout_percent)
     return mined, train_rows, heldout_rows
 
 
-def _summary(report: dict[str, Any]) -> dict[str, Any]:
+def _summary(report: CycleReport) -> dict[str, Any]:
     """The metrics kept in a candidate's meta.json."""
-    pair = report["metrics"].get("pair_error") or {}
-    retrieval = report["metrics"].get("retrieval") or {}
+    pair = report.metrics.pair_error or {}
+    retrieval = report.metrics.retrieval or {}
     return {
-        "cycle_id": report["cycle_id"],
+        "cycle_id": report.cycle_id,
         "error_rate": (pair.get("candidate") or {}).get("error_rate"),
         "incumbent_error_rate": (pair.get("incumbent") or {}).get("error_rate"),
         "ndcg@10": (retrieval.get("candidate") or {}).get(f"ndcg@{K}"),

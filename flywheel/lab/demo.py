@@ -93,7 +93,7 @@ def demo_settings(data_dir: Path, **overrides: Any) -> Settings:
 
     values = {**unset(DEMO_SETTINGS), "admin_keys": [secrets.token_hex(16)], "search_keys": [], **overrides}
     settings = Settings(data_dir=data_dir, **values)
-    if settings.train_adapter or resolve_mode(settings) == "adapter":  # the CPU training caps are for full cycles
+    if settings.train_frozen_dense or resolve_mode(settings) == "adapter":  # the CPU training caps are for full cycles
         return settings
     return Settings(data_dir=data_dir, **values, **unset(FULL_FINETUNE_SETTINGS))
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
-import os
 import random
 import shutil
 from collections.abc import Callable, Sequence
@@ -19,6 +17,7 @@ import numpy as np
 from flywheel.errors import InvalidInput
 from flywheel.formats.pairs import examples_from_labelled, load_labelled_pairs
 from flywheel.lab.sweep_chart import draw_chart
+from flywheel.lab.sweep_rows import MODES, canonical_mode, read_rows, write_rows
 from flywheel.learn.finetune import TrainConfig, train_model
 from flywheel.learn.finetune import TrainResult as _Result
 from flywheel.learn.query_adapter_file import LABELLED_DEFAULTS, fit_query_adapter
@@ -38,18 +37,11 @@ from flywheel.util.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
-MODES = ("full", "adapter", "query-adapter")
 DEFAULT_SIZES = (100, 300, 1000, 3000, 10000)
 DEFAULT_DIMS: tuple[int | None, ...] = (None, 256)
 SHIPPED_EVAL = QUORA_DEV_PAIRS
 # Share of the eval file used for training when no training file is given (split by query, see load_split).
 TRAIN_SHARE_OF_EVAL = 0.5
-COLUMNS = (
-    "cell_id", "model", "mode", "dim", "embedding_dim", "size", "n_train", "n_calibration", "n_test",
-    "error_rate", "ci_low", "ci_high", "base_error_rate", "delta_vs_base", "delta_ci_low", "delta_ci_high",
-    "relative_reduction", "roc_auc", "train_seconds", "steps", "stop_reason", "epochs", "batch_size", "loss",
-    "learning_rate", "seed", "train_file", "eval_file", "data_key", "finished_at",
-)  # fmt: skip
 
 
 @dataclass
@@ -69,6 +61,9 @@ class SweepSpec:
     max_minutes: float | None = None
     n_boot: int = 1000
     symmetric: bool = False  # query-adapter cells also train each pair the other way round (duplicate questions)
+
+    def __post_init__(self) -> None:
+        self.modes = [canonical_mode(m) for m in self.modes]
 
     def validate(self) -> None:
         """Raise InvalidInput on a grid that cannot run."""
@@ -160,32 +155,9 @@ def cell_id(spec: SweepSpec, data_key: str, model: str, mode: str, dim: int | No
     """A stable id of one cell: the same settings on the same data give the same id (what resuming skips)."""
     train = "" if mode == "base" else f"{spec.epochs}|{spec.batch_size}|{spec.loss}|{spec.max_minutes}"
     train += "|symmetric" if spec.symmetric and mode == "query-adapter" else ""
-    text = f"{data_key}|{model}|{mode}|{dim or 'full'}|{size}|{spec.seed}|{train}"
+    named = "adapter" if mode == "frozen-dense" else mode  # its first name: ids of finished cells stay valid
+    text = f"{data_key}|{model}|{named}|{dim or 'full'}|{size}|{spec.seed}|{train}"
     return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """Rows of an existing sweep CSV (empty when the file does not exist)."""
-    if not path.exists():
-        return []
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is not None and list(reader.fieldnames) != list(COLUMNS):
-            raise InvalidInput(f"{path} is not a sweep CSV of this version (other columns); choose another --out")
-        return list(reader)
-
-
-def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Write all rows so that readers see the old file or the new one, never half of one (tmp + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def run_sweep(
@@ -268,7 +240,7 @@ def _run_cell(
     else:
         shutil.rmtree(out_dir, ignore_errors=True)  # a folder without meta.json is not a finished model
         config = TrainConfig(
-            epochs=spec.epochs, batch_size=spec.batch_size, dim=dim, adapter=mode == "adapter",
+            epochs=spec.epochs, batch_size=spec.batch_size, dim=dim, frozen_dense=mode == "frozen-dense",
             seed=spec.seed, max_minutes=spec.max_minutes,
         )  # fmt: skip
         if spec.loss:
@@ -359,34 +331,6 @@ def _remove_stale_tmp(work_dir: Path) -> None:
 def _short(model: str) -> str:
     """A model's display name: the last path component."""
     return Path(model.rstrip("/")).name or model
-
-
-def parse_dims(values: Sequence[str]) -> list[int | None]:
-    """Parse CLI dims: integers or "full" (the model's own size), comma-separated or repeated.
-
-    Args:
-        values: E.g. ["full,256"] or ["full", "128"].
-
-    Returns:
-        The dims, None meaning full.
-    """
-    out: list[int | None] = []
-    for part in (p.strip() for v in values for p in v.split(",") if p.strip()):
-        if part.lower() == "full":
-            out.append(None)
-        elif part.isdigit():
-            out.append(int(part))
-        else:
-            raise InvalidInput(f"bad dim {part!r}: use an integer such as 256, or 'full'")
-    return out
-
-
-def parse_ints(values: Sequence[str], what: str) -> list[int]:
-    """Parse comma-separated or repeated integers (CLI sizes)."""
-    parts = [p.strip() for v in values for p in v.split(",") if p.strip()]
-    if bad := [p for p in parts if not p.isdigit()]:
-        raise InvalidInput(f"bad {what} {bad[0]!r}: use whole numbers such as 100,1000")
-    return [int(p) for p in parts]
 
 
 class _NoProgress:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
-_STYLES = {"full": ("-", "o"), "adapter": ("--", "s"), "query-adapter": (":", "D")}
+_STYLES = {"full": ("-", "o"), "frozen-dense": ("--", "s"), "query-adapter": (":", "D")}
 
 
 def draw_chart(rows: Sequence[dict[str, Any]], path: Path) -> Path:

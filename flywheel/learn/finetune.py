@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 LossName = Literal["mnrl", "cached_mnrl", "contrastive", "mnrl+contrastive"]
 LOSSES: tuple[str, ...] = ("mnrl", "cached_mnrl", "contrastive", "mnrl+contrastive")
 DEFAULT_BASE_MODEL = DEFAULT_MODEL_ALIASES[0]
-# Learning rates used when TrainConfig.learning_rate is None: the adapter is a fresh linear layer that
+# Learning rates used when TrainConfig.learning_rate is None: the frozen-dense layer is a fresh linear layer that
 # needs much larger steps than the pretrained transformer.
 DEFAULT_LR_FULL = 2e-5
 DEFAULT_LR_ADAPTER = 1e-3
@@ -48,7 +48,7 @@ class TrainConfig:
     max_steps: int | None = None
     max_minutes: float | None = None
     dim: int | None = None
-    adapter: bool = False
+    frozen_dense: bool = False  # freeze the base, train a Dense layer after pooling (its own learning rate)
     seed: int = 42
     device: str = "auto"
     max_negatives: int = 3
@@ -59,7 +59,7 @@ class TrainConfig:
         """The learning rate actually used (mode-dependent when unset)."""
         if self.learning_rate is not None:
             return self.learning_rate
-        return DEFAULT_LR_ADAPTER if self.adapter else DEFAULT_LR_FULL
+        return DEFAULT_LR_ADAPTER if self.frozen_dense else DEFAULT_LR_FULL
 
     def validate(self) -> None:
         """Raise InvalidInput on settings that cannot train."""
@@ -252,7 +252,7 @@ def train_into(
 
 
 def _load_for_training(base_model: str, device: str, config: TrainConfig) -> SentenceTransformer:
-    """Load the base model; in adapter mode freeze it and add an identity-initialised Dense after pooling."""
+    """Load the base model; with frozen_dense freeze it and add an identity-initialised Dense after pooling."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling
@@ -268,10 +268,10 @@ def _load_for_training(base_model: str, device: str, config: TrainConfig) -> Sen
     full_dim = model.get_embedding_dimension()
     if config.dim is not None and config.dim >= full_dim:
         raise InvalidInput(f"dim {config.dim} must be smaller than the model's dimension {full_dim}")
-    if config.adapter:
+    if config.frozen_dense:
         for param in model.parameters():
             param.requires_grad_(False)
-        # Starting at the identity means the adapter starts exactly at the base model.
+        # Starting at the identity means the Dense layer starts exactly at the base model.
         identity = {"init_weight": torch.eye(full_dim), "init_bias": torch.zeros(full_dim)}
         dense = Dense(full_dim, full_dim, activation_function=torch.nn.Identity(), **identity).to(device)
         kinds = [type(m) for m in model]

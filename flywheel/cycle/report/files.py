@@ -16,13 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from flywheel.cycle.report.model import CycleReport
 from flywheel.cycle.report.view import sort_key, summary_row
 from flywheel.errors import NotFound
 
 CYCLE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # always fullmatch: `$` would let a trailing newline through
 
 
-def write_report(reports_dir: Path, report: dict[str, Any]) -> Path:
+def write_report(reports_dir: Path, report: CycleReport | dict[str, Any]) -> Path:
     """Write a cycle's report.json and report.html, each atomically, so a reviewer never sees half a report.
 
     The HTML is written first: list_reports keys on report.json, so every listed report has its page.
@@ -30,8 +31,9 @@ def write_report(reports_dir: Path, report: dict[str, Any]) -> Path:
     Args:
         reports_dir: Folder with one sub-folder per cycle; created if missing. Its other reports feed the
             history chart.
-        report: The report dict (not modified); `cycle_id` must match ^[A-Za-z0-9_-]{1,64}$. NaN/inf are
-            stored as null, numpy values as numbers, tuples as lists, other objects (datetime, Path) as str.
+        report: The cycle's report (not modified), or a stored report's JSON object to re-render; `cycle_id`
+            must match ^[A-Za-z0-9_-]{1,64}$. NaN/inf are stored as null, numpy values as numbers, tuples as
+            lists, other objects (datetime, Path) as str.
 
     Returns:
         The folder `<reports_dir>/<cycle_id>`.
@@ -39,6 +41,8 @@ def write_report(reports_dir: Path, report: dict[str, Any]) -> Path:
     Raises:
         ValueError: The cycle_id is missing or not a safe folder name (a bug in the caller).
     """
+    if isinstance(report, CycleReport):
+        report = report.to_json()
     cycle_id = report.get("cycle_id")
     if not isinstance(cycle_id, str) or not CYCLE_ID_RE.fullmatch(cycle_id):
         raise ValueError(f"cycle_id must match ^[A-Za-z0-9_-]{{1,64}}$, got {cycle_id!r}")

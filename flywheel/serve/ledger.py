@@ -1,0 +1,167 @@
+"""The cycles' side of the DuckDB store: cycle records, the single-flight lock, and the feedback reads mining needs.
+
+Together with `flywheel.serve.store` this is the only place SQL is written (a test checks it): the cycle code
+above asks for records and rows by meaning, never by query text.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flywheel.errors import Conflict, NotFound
+from flywheel.serve.store import Store
+from flywheel.util.files import utcnow
+
+CYCLE_FIELDS = (
+    "cycle_id",
+    "trigger",
+    "state",
+    "stage",
+    "started_at",
+    "finished_at",
+    "error",
+    "incumbent",
+    "candidate",
+    "kind",
+)
+_SELECT = f"SELECT {', '.join(CYCLE_FIELDS)} FROM cycles"
+_UPDATABLE = {*CYCLE_FIELDS, "window_end"} - {"cycle_id"}
+
+# One row per (search, shown document) that carries a signal, with its positive and negative votes.
+# Negatives: an explicit skip or thumbs_down, or shown above the lowest clicked result without a click.
+_LABELLED_SQL = """
+WITH ev AS (
+    SELECT search_id, doc_id,
+           count(*) FILTER (WHERE type IN ('click', 'thumbs_up')) AS pos,
+           count(*) FILTER (WHERE type IN ('skip', 'thumbs_down')) AS neg
+    FROM events WHERE received_at <= ? GROUP BY search_id, doc_id
+), shown AS (
+    SELECT s.search_id, s.query, i.doc_id, i.rank, coalesce(ev.pos, 0) AS pos, coalesce(ev.neg, 0) AS neg
+    FROM searches s
+    JOIN impressions i ON i.search_id = s.search_id
+    LEFT JOIN ev ON ev.search_id = i.search_id AND ev.doc_id = i.doc_id
+    WHERE (? IS NULL OR s.ts >= ?)
+      AND s.search_id IN (SELECT search_id FROM ev)
+), lowest_click AS (
+    SELECT search_id, max(rank) AS rank FROM shown WHERE pos > 0 GROUP BY search_id
+)
+SELECT sh.search_id, sh.query, sh.doc_id,
+       (sh.pos > 0)::INTEGER AS positive,
+       ((sh.neg > 0) OR (sh.pos = 0 AND lc.rank IS NOT NULL AND sh.rank < lc.rank))::INTEGER AS negative
+FROM shown sh LEFT JOIN lowest_click lc ON lc.search_id = sh.search_id
+WHERE sh.pos > 0 OR sh.neg > 0 OR (lc.rank IS NOT NULL AND sh.rank < lc.rank)
+ORDER BY sh.search_id, sh.rank
+"""
+
+
+def labelled_rows(store: Store, end: datetime, start: datetime | None) -> list[tuple[str, str, str, int, int]]:
+    """(search_id, query, doc_id, positive, negative) for every shown document with a signal.
+
+    Args:
+        store: the open store.
+        end: only events received up to this time.
+        start: only searches logged from this time (None: all).
+    """
+    return store.query(_LABELLED_SQL, [end, start, start])  # type: ignore[return-value]
+
+
+def count_events(store: Store, end: datetime) -> int:
+    """Events received up to `end`."""
+    return int(store.query("SELECT count(*) FROM events WHERE received_at <= ?", [end])[0][0])
+
+
+def count_new_signals(store: Store, since: datetime | None) -> int:
+    """Distinct (search, document) signals received after `since`: the scheduler's "enough new data?" test."""
+    sql = "SELECT count(*) FROM (SELECT DISTINCT search_id, doc_id FROM events WHERE received_at > ?)"
+    return int(store.query(sql, [since or datetime(1970, 1, 1)])[0][0])
+
+
+class CycleLedger:
+    """Cycle records and the lock row that lets one cycle run at a time per data dir."""
+
+    def __init__(self, store: Store, owner: str) -> None:
+        """Args: store: the open store; owner: this process instance's id (a lock row of another is stale)."""
+        self.store = store
+        self.owner = owner
+
+    def get(self, cycle_id: str) -> dict[str, Any]:
+        """A cycle's record.
+
+        Raises:
+            NotFound: unknown cycle id.
+        """
+        rows = self.store.query(f"{_SELECT} WHERE cycle_id = ?", [cycle_id])
+        if not rows:
+            raise NotFound(f"cycle {cycle_id!r} does not exist")
+        return _record(rows[0])
+
+    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Recent cycles, newest first."""
+        return [_record(r) for r in self.store.query(f"{_SELECT} ORDER BY started_at DESC LIMIT ?", [limit])]
+
+    def ids_in_state(self, *states: str) -> list[str]:
+        """Ids of the cycles whose state is one of `states`."""
+        marks = ", ".join("?" for _ in states)
+        return [r[0] for r in self.store.query(f"SELECT cycle_id FROM cycles WHERE state IN ({marks})", list(states))]
+
+    def last_window_end(self, kind: str | None = None) -> datetime | None:
+        """End of the event window of the last cycle (of `kind`, if given) that got past mining."""
+        sql = "SELECT max(window_end) FROM cycles WHERE state IN ('promoted', 'rejected')"
+        if kind is None:
+            rows = self.store.query(sql)
+        else:  # rows from before migration 3 have no kind: they were full cycles
+            rows = self.store.query(sql + " AND coalesce(kind, 'full') = ?", [kind])
+        return rows[0][0] if rows else None
+
+    def update(self, cycle_id: str, **fields: Any) -> None:
+        """Set some fields of a cycle's record and refresh the lock's heartbeat."""
+        unknown = set(fields) - _UPDATABLE
+        if unknown:  # names go into the SQL text: only known columns
+            raise ValueError(f"not cycle fields: {sorted(unknown)}")
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        with self.store.transaction() as con:
+            con.execute(f"UPDATE cycles SET {assignments} WHERE cycle_id = ?", [*fields.values(), cycle_id]).fetchall()
+            con.execute("UPDATE cycle_lock SET heartbeat_at = ? WHERE cycle_id = ?", [utcnow(), cycle_id]).fetchall()
+
+    def acquire(self, cycle_id: str, trigger: str, kind: str, incumbent: str | None) -> None:
+        """Take the lock row and record the cycle as queued, in one transaction.
+
+        Raises:
+            Conflict: a cycle is running in this process.
+        """
+        now = utcnow()
+        with self.store.transaction() as con:
+            held = con.execute("SELECT cycle_id, owner FROM cycle_lock WHERE id = 1").fetchall()
+            if held and held[0][1] == self.owner:
+                raise Conflict(f"cycle {held[0][0]} is running; wait for it (GET /cycles/{held[0][0]})")
+            con.execute("DELETE FROM cycle_lock WHERE id = 1").fetchall()  # stale: its owner process is gone
+            con.execute("INSERT INTO cycle_lock VALUES (1, ?, ?, ?, ?)", [cycle_id, self.owner, now, now]).fetchall()
+            con.execute(
+                "INSERT INTO cycles (cycle_id, trigger, state, stage, started_at, incumbent, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [cycle_id, trigger, "queued", None, now, incumbent, kind],
+            ).fetchall()
+
+    def release(self, cycle_id: str) -> None:
+        """Drop the lock row of `cycle_id`."""
+        with self.store.transaction() as con:
+            con.execute("DELETE FROM cycle_lock WHERE cycle_id = ?", [cycle_id]).fetchall()
+
+    def clear_lock(self) -> None:
+        """Drop any lock row (start-up recovery: its owner is gone)."""
+        with self.store.transaction() as con:
+            con.execute("DELETE FROM cycle_lock").fetchall()
+
+    def running(self) -> str | None:
+        """The id of the cycle this process instance holds the lock for, if any."""
+        rows = self.store.query("SELECT cycle_id FROM cycle_lock WHERE id = 1 AND owner = ?", [self.owner])
+        return rows[0][0] if rows else None
+
+
+def _record(row: tuple[Any, ...]) -> dict[str, Any]:
+    record = dict(zip(CYCLE_FIELDS, row, strict=True))
+    for key in ("started_at", "finished_at"):
+        if record[key] is not None:
+            record[key] = record[key].isoformat() + "Z"
+    return record
