@@ -126,14 +126,55 @@ class Settings(BaseSettings):
     adapter_learning_rate: float | None = Field(
         None, gt=0, description="learning rate of an adapter cycle (unset: the measured default)"
     )
-    adapter_scale: float | None = Field(None, gt=0, description="inverse temperature of the in-batch softmax")
+    adapter_scale: float | None = Field(None, gt=0, description="inverse temperature of the adapter's softmax")
     adapter_identity_weight: float | None = Field(None, ge=0, description="L2 pull of the adapter towards identity")
+    adapter_negatives: Literal["corpus", "in-batch"] | None = Field(
+        None,
+        description="what a click is ranked against in training: every document vector of the index ('corpus') "
+        "or the other clicks of the batch and the skips ('in-batch')",
+    )
+    adapter_learner: Literal["adapter+memory", "adapter", "memory"] = Field(
+        "adapter+memory",
+        description="what an adapter cycle trains: the linear query map, a query memory of answered questions, "
+        "or both (the memory applied after the map)",
+    )
+    adapter_debias: bool = Field(
+        True,
+        description="weight clicks and passed-over results by inverse position propensity, estimated from the "
+        "log by a click model (falls back to unweighted when the log cannot support an estimate)",
+    )
+    memory_threshold: float = Field(
+        0.8, gt=0, lt=1, description="query memory: cosine above which a remembered query's feedback applies"
+    )
+    memory_max_entries: int = Field(20_000, ge=1, description="query memory: at most this many remembered queries")
 
     # The promotion gate.
     min_improvement: float = Field(0.005, ge=0, description="error rate must drop by at least this (absolute)")
     min_relative_improvement: float = Field(0.0, ge=0, le=1, description="... and by this share of the incumbent's")
-    require_significant: bool = Field(True, description="the 95% CI of the error drop must lie above zero")
-    max_ndcg_drop: float = Field(0.01, ge=0, description="nDCG@10 may fall by at most this much")
+    require_significant: bool = Field(
+        True, description="the 95% CI of the lead measure's improvement (nDCG gain or error drop) must exclude zero"
+    )
+    max_ndcg_drop: float = Field(0.01, ge=0, description="nDCG@10 of a guarding view may fall by at most this much")
+    gate_metric: Literal["retrieval", "pair_error"] = Field(
+        "retrieval",
+        description="what the gate leads with: nDCG@10 of held-out clicks (click traffic) or the pair error "
+        "(labelled pairs, the seed's setting); the other is a guard",
+    )
+    gate_view: Literal["auto", "next_traffic", "unseen"] = Field(
+        "auto",
+        description="retrieval view the gate leads with (auto: next traffic when it has min_heldout_queries "
+        "searches, else unseen queries); the other view guards",
+    )
+    min_ndcg_gain: float = Field(0.0, ge=0, description="nDCG@10 of the lead view must rise by at least this")
+    max_error_rise: float = Field(
+        0.02, ge=0, description="with the retrieval gate: the held-out pair error may rise by at most this"
+    )
+    min_heldout_queries: int = Field(
+        30, ge=2, description="fewer held-out searches with a click in the lead view: no decision possible"
+    )
+    next_traffic_percent: int = Field(
+        20, ge=0, le=50, description="share of the latest searches with feedback held out by time (0: none)"
+    )
     max_cycle_minutes: float = Field(120.0, gt=0, description="a cycle over this budget is not promoted")
     min_heldout_pairs: int = Field(30, ge=4, description="fewer labelled held-out pairs: no decision possible")
     golden_pairs: Path | None = Field(None, description="labelled pairs file; its error may not get worse")

@@ -96,7 +96,13 @@ def test_adapter_promotion_rollback_restart_and_full_on_top(adapter_settings: Se
         # The gate compares against what serves (base + adapter); the tiny model's full fine-tune need not beat it.
         golden = golden_file(settings.data_dir.parent / "golden.jsonl")
         lenient = settings.model_copy(
-            update={"require_significant": False, "min_improvement": 0.0, "max_ndcg_drop": 1, "golden_pairs": golden}
+            update={
+                "gate_metric": "pair_error",
+                "require_significant": False,
+                "min_improvement": 0.0,
+                "max_ndcg_drop": 1,
+                "golden_pairs": golden,
+            }
         )
         service.settings = lenient
         serving_adapter, base_encoder = service.adapter, service.encoder
@@ -136,7 +142,7 @@ def test_adapter_promotion_rollback_restart_and_full_on_top(adapter_settings: Se
         assert report["base"] == "v3" and report["counts"]["encoded_documents"] == 0
         # Queries asked only under v1 have no v3 vector: encoded (and counted); the others come from the log.
         logged, counts = report["counts"]["logged_query_vectors"], report["counts"]
-        assert 0 < logged <= len(some) and counts["encoded_queries"] == counts["queries"] - logged > 0
+        assert 0 < logged <= len(some) and counts["encoded_queries"] == counts["query_vectors_needed"] - logged > 0
         assert service.registry.get(report["candidate"]).parent == "v3"
         assert api.post("/cycles", json={"mode": "sideways"}).status_code == 422
 

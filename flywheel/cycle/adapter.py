@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from flywheel.config import Settings
-from flywheel.cycle.evaluation import heldout_queries, retrieval_block
-from flywheel.cycle.gate import error_checks, golden_check, retrieval_check
+from flywheel.cycle.evaluation import Scorer, heldout_queries, next_traffic_view, unseen_view
+from flywheel.cycle.gate import gate_checks, golden_check
 from flywheel.cycle.mining import Pair, write_snapshot
 from flywheel.cycle.report.model import CycleReport
 from flywheel.cycle.split import labelled
@@ -34,8 +34,10 @@ from flywheel.cycle.steps import (
     split_counts,
     stage_timer,
 )
+from flywheel.errors import InvalidInput
 from flywheel.formats.pairs import load_labelled_pairs
 from flywheel.learn.query_adapter import AdapterConfig, rotate_negatives, train_adapter
+from flywheel.learn.query_memory import MemoryConfig, build_memory
 from flywheel.models.encoder import Encoder
 from flywheel.models.query_adapter import AdaptedQueries, QueryAdapter, normalise
 from flywheel.models.registry import ModelVersion
@@ -51,11 +53,16 @@ log = logging.getLogger(__name__)
 def adapter_config(settings: Settings) -> AdapterConfig:
     """The AdapterConfig a cycle uses, from settings (unset values keep the measured defaults)."""
     config = AdapterConfig(seed=settings.seed)
-    for name in ("loss", "epochs", "learning_rate", "scale", "identity_weight"):
+    for name in ("loss", "epochs", "learning_rate", "scale", "identity_weight", "negatives"):
         value = getattr(settings, f"adapter_{name}")
         if value is not None:
             setattr(config, name, value)
     return config
+
+
+def memory_config(settings: Settings) -> MemoryConfig:
+    """The MemoryConfig a cycle uses, from settings."""
+    return MemoryConfig(threshold=settings.memory_threshold, max_entries=settings.memory_max_entries)
 
 
 @dataclass
@@ -76,15 +83,18 @@ class CachedVectors:
         return np.stack([self.queries[t] for t in texts]) if texts else np.zeros((0, self.docs.shape[1]), np.float32)
 
 
-def gather_vectors(service: Service, encoder: Encoder, pairs: list[Pair]) -> CachedVectors:
+def gather_vectors(
+    service: Service, encoder: Encoder, pairs: list[Pair], more_queries: Iterable[str] = ()
+) -> CachedVectors:
     """Logged query vectors and the base collection's document vectors; encode only what is missing.
 
     Args:
         service: the open Service.
         encoder: the base encoder (its version names the vectors and the collection).
         pairs: the mined pairs whose queries and documents are needed.
+        more_queries: other query texts needed (the next-traffic searches).
     """
-    texts = {p.query for p in pairs}
+    texts = {p.query for p in pairs} | set(more_queries)
     queries = service.store.query_vectors(encoder.version, texts)
     logged = len(queries)
     missing = sorted(texts - queries.keys())
@@ -106,8 +116,18 @@ def gather_vectors(service: Service, encoder: Encoder, pairs: list[Pair]) -> Cac
     return CachedVectors(encoder.version, queries, ids, docs, row, logged, len(missing), len(absent))
 
 
-def training_arrays(rows: list[Pair], cache: CachedVectors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query matrix, examples (q, clicked, skipped or -1), pairs (q, doc, label)) for `train_adapter`.
+@dataclass
+class TrainingArrays:
+    """What the learners train on, as rows into the cached vectors."""
+
+    queries: np.ndarray  # (n_queries, dim) base vectors of the training queries
+    examples: np.ndarray  # (n, 3) query row, clicked doc row, skipped doc row or -1
+    pairs: np.ndarray  # (m, 3) query row, doc row, label
+    popularity: np.ndarray  # (n_queries,) searches per query (what a bounded memory keeps)
+
+
+def training_arrays(rows: list[Pair], cache: CachedVectors) -> TrainingArrays:
+    """The learners' inputs from the training-side pairs.
 
     Each clicked document of a query group is one example; the group's skipped documents take turns as
     its hard negative.
@@ -115,8 +135,39 @@ def training_arrays(rows: list[Pair], cache: CachedVectors) -> tuple[np.ndarray,
     texts = sorted({r.query for r in rows})
     q_row = {t: i for i, t in enumerate(texts)}
     pairs = [(q_row[r.query], cache.doc_row[r.doc_id], r.label) for r in rows]
-    examples = rotate_negatives(pairs)
-    return cache.query_matrix(texts), examples, np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
+    popularity = np.zeros(len(texts), np.int64)
+    for r in rows:
+        popularity[q_row[r.query]] = max(popularity[q_row[r.query]], r.searches)
+    return TrainingArrays(
+        cache.query_matrix(texts), rotate_negatives(pairs), np.asarray(pairs, dtype=np.int64).reshape(-1, 3), popularity
+    )
+
+
+def train_learner(
+    arrays: TrainingArrays, cache: CachedVectors, settings: Settings, version: str
+) -> tuple[QueryAdapter, dict[str, Any]]:
+    """Train what `adapter_learner` names: the linear map, the query memory, or both.
+
+    Returns:
+        (the candidate QueryAdapter, the report's training section).
+    """
+    learner = settings.adapter_learner
+    started = time.monotonic()
+    dim = cache.docs.shape[1]
+    training: dict[str, Any] = {"learner": learner}
+    weight, bias = np.eye(dim, dtype=np.float32), np.zeros(dim, np.float32)
+    if learner in ("adapter", "adapter+memory"):
+        result = train_adapter(arrays.queries, cache.docs, arrays.examples, arrays.pairs, adapter_config(settings))
+        weight, bias = result.weight, result.bias
+        training.update(result.to_dict())
+    memory = None
+    if learner in ("memory", "adapter+memory"):
+        config = memory_config(settings)
+        memory = build_memory(arrays.queries, cache.docs, arrays.pairs, config, popularity=arrays.popularity)
+        training["memory"] = {**config.to_dict(), "entries": memory.size}
+        training.setdefault("hyperparameters", {})["memory"] = config.to_dict()
+    training["duration_s"] = round(time.monotonic() - started, 3)
+    return QueryAdapter(version, cache.base, weight, bias, memory), training
 
 
 def run_adapter_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] = lambda _: None) -> CycleReport:
@@ -144,10 +195,11 @@ def run_adapter_cycle(service: Service, cycle_id: str, on_stage: Callable[[str],
         done()
 
         done = timed("vectors")
-        cache = gather_vectors(service, encoder, mined.pairs)
-        queries, examples, pairs = training_arrays(train_rows, cache)
+        cache = gather_vectors(service, encoder, mined.pairs, (s.query for s in mined.next_traffic))
+        arrays = training_arrays(train_rows, cache)
         report.counts = {
-            **split_counts(mined.counts, train_rows, heldout_rows, len(examples)),
+            **split_counts(mined.counts, train_rows, heldout_rows, len(arrays.examples)),
+            "query_vectors_needed": len(cache.queries),  # mined queries and next-traffic searches
             "logged_query_vectors": cache.logged_queries,
             "encoded_queries": cache.encoded_queries,
             "encoded_documents": cache.encoded_documents,
@@ -158,8 +210,7 @@ def run_adapter_cycle(service: Service, cycle_id: str, on_stage: Callable[[str],
         done = timed("train")
         version, folder = service.registry.allocate()
         report.candidate = version
-        result = train_adapter(queries, cache.docs, examples, pairs, adapter_config(settings))
-        candidate = QueryAdapter(version, encoder.version, result.weight, result.bias)
+        candidate, training = train_learner(arrays, cache, settings, version)
         candidate.save(folder)
         service.registry.save(
             ModelVersion(
@@ -170,21 +221,22 @@ def run_adapter_cycle(service: Service, cycle_id: str, on_stage: Callable[[str],
                 dimension=candidate.dimension,
                 parent=encoder.version,
                 made_by={
-                    "how": "query-side linear adapter trained on logged vectors of mined feedback pairs",
+                    "how": f"{settings.adapter_learner} trained on logged vectors of mined feedback pairs",
                     "cycle_id": cycle_id,
                     "base_version": encoder.version,
                     "replaces": service.serving_version,
                     "window": report.window.model_dump() if report.window else None,
                     "pairs": len(train_rows),
-                    "examples": len(examples),
-                    "hyperparameters": result.hyperparameters,
+                    "examples": len(arrays.examples),
+                    "hyperparameters": training.get("hyperparameters", {}),
                     "device": "cpu",
-                    "duration_s": result.duration_s,
-                    "weights": "adapter.safetensors (weight: dim x dim, bias: dim); y = normalise(W x + b)",
+                    "duration_s": training["duration_s"],
+                    "weights": "adapter.safetensors (weight: dim x dim, bias: dim; memory_keys, memory_shifts: "
+                    "m x dim); y = memory(normalise(W x + b))",
                 },
             )
         )
-        report.training = result.to_dict()
+        report.training = training
         done()
 
         done = timed("evaluate")
@@ -196,16 +248,19 @@ def run_adapter_cycle(service: Service, cycle_id: str, on_stage: Callable[[str],
             (side.encode([p.query for p in heldout_rows]) * doc_vectors).sum(1) if heldout_rows else np.zeros(0)
             for side in (inc_side, cand_side)
         ]
-        report.metrics.pair_error = compare_scored(heldout, *scores, settings.seed)
-        checks = error_checks(report.metrics.pair_error, len(heldout), settings)
+        report.metrics.pair_error = _pair_error(heldout, scores, settings.seed)
+        score = _scorer(cache, {"incumbent": inc_side, "candidate": cand_side})
+        views = {
+            "unseen": unseen_view(score, heldout_rows, train_rows, settings.seed) if cache.doc_ids else None,
+            "next_traffic": next_traffic_view(score, mined.next_traffic, train_rows, settings.seed),
+        }
+        report.metrics.retrieval, report.metrics.next_traffic = views["unseen"], views["next_traffic"]
+        checks = gate_checks(report.metrics.pair_error, len(heldout), views, settings)
         if settings.golden_pairs:
             golden = load_labelled_pairs(settings.golden_pairs)
             report.metrics.golden = _golden(encoder, current, candidate, golden, settings.seed)
             checks.append(golden_check(report.metrics.golden, settings))
-        retrieval, changed = _retrieval(service, cache, inc_side, cand_side, heldout_rows, settings.seed)
-        report.metrics.retrieval = retrieval
-        report.examples = changed
-        checks.append(retrieval_check(retrieval, settings))
+        report.examples = _changed(service, cache, inc_side, cand_side, *heldout_queries(heldout_rows))
         done()
 
         decision = gate(report, checks, started, settings)
@@ -216,6 +271,17 @@ def run_adapter_cycle(service: Service, cycle_id: str, on_stage: Callable[[str],
         log.exception("adapter cycle %s failed", cycle_id)
         settle_failure(service, report, exc)
     return finish_report(service, report, timings, started)
+
+
+def _pair_error(heldout: list[LabelledPair], scores: list[np.ndarray], seed: int) -> dict[str, Any] | None:
+    """The held-out pair error of both sides, or None where the pairs cannot support a threshold fit."""
+    if len(heldout) < 4 or {p.label for p in heldout} != {0, 1}:
+        return None
+    try:
+        return compare_scored(heldout, *scores, seed)
+    except InvalidInput as exc:  # e.g. one class only on the calibration side
+        log.warning("pair error not measurable: %s", exc)
+        return None
 
 
 def _golden(
@@ -230,26 +296,14 @@ def _golden(
     return compare_scored(golden, scores[0].sum(1), scores[1].sum(1), seed)
 
 
-def _retrieval(
-    service: Service,
-    cache: CachedVectors,
-    incumbent: AdaptedQueries,
-    candidate: AdaptedQueries,
-    heldout_rows: list[Pair],
-    seed: int,
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """nDCG/MRR/Recall@10 over the whole base collection for held-out queries, with paired CIs, and up to 8
-    queries whose top 3 changed (the same numbers as the full cycle's, from cached vectors)."""
-    queries, relevant = heldout_queries(heldout_rows)
-    if not queries or not cache.doc_ids:
-        return None, []
+def _scorer(cache: CachedVectors, sides: dict[str, AdaptedQueries]) -> Scorer:
+    """Per-query nDCG/MRR/Recall@10 of each side over the whole base collection, from cached vectors."""
     corpus = dict.fromkeys(cache.doc_ids, "")  # only the ids are used: vectors come from the collection
-    scores = {
-        name: retrieval_scores(side, queries, corpus, relevant, K, cache.docs)
-        for name, side in (("incumbent", incumbent), ("candidate", candidate))
-    }
-    out = retrieval_block(scores["incumbent"], scores["candidate"], seed)
-    return out, _changed(service, cache, incumbent, candidate, queries, relevant)
+
+    def score(side: str, queries: dict[str, str], relevant: dict[str, set[str]]) -> dict[str, np.ndarray]:
+        return retrieval_scores(sides[side], queries, corpus, relevant, K, cache.docs)
+
+    return score
 
 
 def _changed(
@@ -262,6 +316,8 @@ def _changed(
 ) -> list[dict[str, Any]]:
     """Up to 8 held-out queries whose top 3 changed, before and after, for the reviewer."""
     items = list(queries.items())[:200]
+    if not items or not cache.doc_ids:
+        return []
     texts = [q for _, q in items]
     tops = [np.argsort(-(side.encode(texts) @ cache.docs.T), axis=1)[:, :3] for side in (incumbent, candidate)]
     changed = [i for i in range(len(items)) if list(tops[0][i]) != list(tops[1][i])][:8]

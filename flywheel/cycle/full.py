@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from flywheel.config import Settings
-from flywheel.cycle.evaluation import adapted_pair_error, heldout_queries, retrieval_block
-from flywheel.cycle.gate import error_checks, golden_check, retrieval_check
-from flywheel.cycle.mining import add_mined_negatives, corpus_texts, write_snapshot
+from flywheel.cycle.evaluation import adapted_pair_error, heldout_queries, next_traffic_view, unseen_view
+from flywheel.cycle.gate import error_checks, gate_checks, golden_check, pair_error_guard
+from flywheel.cycle.mining import MinedPairs, Pair, add_mined_negatives, corpus_texts, write_snapshot
 from flywheel.cycle.report.model import CycleReport
 from flywheel.cycle.split import labelled
 from flywheel.cycle.steps import (
@@ -145,14 +145,16 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
                 if service.adapter is not None
                 else compare_pair_error(reference.model, challenger.model, golden, seed=settings.seed)
             )
-        checks = error_checks(pair_error, len(heldout), settings)
+        if settings.gate_metric == "pair_error":
+            checks = error_checks(pair_error, len(heldout), settings)
+        else:  # the retrieval gate judges after the re-embed; a pair error far worse stops the cycle first
+            checks = [pair_error_guard(pair_error, settings)]
         checks.append(golden_check(report.metrics.golden, settings))
         done()
 
         if all(c is None or c.passed for c in checks):
             done = timed("export")
             challenger, bulk, backend_check = export_and_guard(service, candidate, heldout, report, challenger)
-            checks.append(backend_check)
             done()
             done = timed("reembed")
             since = service.mark()
@@ -161,10 +163,14 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
             done()
             done = timed("evaluate_retrieval")
             incumbent_side = AdaptedQueries(incumbent.version, incumbent.encode, service.adapter)
-            retrieval, examples_changed = _retrieval(service, incumbent_side, challenger, heldout_rows, settings.seed)
-            report.metrics.retrieval = retrieval
+            views, examples_changed = _retrieval(service, incumbent_side, challenger, mined, train_rows, heldout_rows)
+            report.metrics.retrieval, report.metrics.next_traffic = views["unseen"], views["next_traffic"]
             report.examples = examples_changed
-            checks.append(retrieval_check(retrieval, settings))
+            checks = [
+                *gate_checks(pair_error, len(heldout), views, settings),
+                golden_check(report.metrics.golden, settings),
+                backend_check,
+            ]
             done()
         decision = gate(report, checks, started, settings)
 
@@ -216,29 +222,45 @@ def _pair_error(
         return None
 
 
-def _vectors_in_order(service: Service, version: str, ids: list[str]) -> np.ndarray:
-    """A collection's vectors aligned to `ids` (read back from Qdrant: nothing is encoded twice)."""
+def _collection_vectors(service: Service, version: str) -> dict[str, np.ndarray]:
+    """A collection's vectors by document id (read back from Qdrant: nothing is encoded twice)."""
     found: dict[str, np.ndarray] = {}
     for batch_ids, vectors in service.index.scroll_vectors(version):
         found.update(zip(batch_ids, vectors, strict=True))
-    return np.stack([found[i] for i in ids])
+    return found
 
 
 def _retrieval(
-    service: Service, incumbent: Encoder, challenger: Encoder, heldout_rows: list, seed: int
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """nDCG/MRR/Recall@10 of both versions over the real corpus for held-out queries, with paired CIs."""
-    queries, relevant = heldout_queries(heldout_rows)
-    if not queries:
-        return None, []
-    corpus = corpus_texts(service.store)
-    ids = list(corpus)
-    scores = {
-        name: retrieval_scores(enc.model, queries, corpus, relevant, K, _vectors_in_order(service, enc.version, ids))
-        for name, enc in (("incumbent", incumbent), ("candidate", challenger))
+    service: Service,
+    incumbent: Encoder,
+    challenger: Encoder,
+    mined: MinedPairs,
+    train_rows: list[Pair],
+    heldout_rows: list[Pair],
+) -> tuple[dict[str, dict[str, Any] | None], list[dict[str, Any]]]:
+    """Both retrieval views of both versions over the real corpus, and the reviewer's changed examples.
+
+    Both models are ranked over one id set, the documents present in both collections when they are read,
+    so documents written or deleted meanwhile cannot break (or tilt) the comparison.
+    """
+    sides = {"incumbent": incumbent, "candidate": challenger}
+    found = {name: _collection_vectors(service, enc.version) for name, enc in sides.items()}
+    ids = sorted(found["incumbent"].keys() & found["candidate"].keys())
+    if not ids:
+        return {"unseen": None, "next_traffic": None}, []
+    corpus = dict.fromkeys(ids, "")  # only the ids are used: vectors come from the collections
+    matrices = {name: np.stack([vectors[i] for i in ids]) for name, vectors in found.items()}
+
+    def score(side: str, queries: dict[str, str], relevant: dict[str, set[str]]) -> dict[str, np.ndarray]:
+        return retrieval_scores(sides[side].model, queries, corpus, relevant, K, matrices[side])
+
+    seed = service.settings.seed
+    views = {
+        "unseen": unseen_view(score, heldout_rows, train_rows, seed),
+        "next_traffic": next_traffic_view(score, mined.next_traffic, train_rows, seed),
     }
-    out = retrieval_block(scores["incumbent"], scores["candidate"], seed)
-    return out, _changed_examples(service, incumbent, challenger, queries, relevant)
+    queries, relevant = heldout_queries(heldout_rows)
+    return views, _changed_examples(service, incumbent, challenger, queries, relevant)
 
 
 def _changed_examples(

@@ -1,4 +1,9 @@
-"""The promotion gate: optimise the error rate, satisfy nDCG, the golden set and the time budget.
+"""The promotion gate: lead with one measure, guard the others, within the time budget.
+
+Two ways to lead (`gate_metric`): "retrieval" (the default for click traffic) promotes on nDCG@10 of one
+retrieval view (`gate_view`: the next traffic, or unseen queries), with a paired 95% CI above zero, while the
+other view and the pair error may not get worse by more than a tolerance; "pair_error" (the seed's setting,
+for labelled pairs) promotes on the drop of the pair error, with the nDCG of unseen queries as a guard.
 
 Every check is written down with its numbers, passed or not, so a reviewer sees why a candidate was promoted
 or rejected.
@@ -102,6 +107,97 @@ def retrieval_check(retrieval: dict[str, Any] | None, settings: Settings) -> Che
         f"nDCG@10 {cand:.3f} vs incumbent {inc:.3f} ({cand - inc:+.3f}, 95% CI {lo:+.3f}..{hi:+.3f}; "
         f"may fall by at most {settings.max_ndcg_drop:.3f})",
     )
+
+
+def lead_view(views: dict[str, dict[str, Any] | None], settings: Settings) -> str:
+    """The retrieval view the gate leads with: `gate_view`, or with "auto" the next traffic when it has enough
+    searches (what users will send next), else the unseen queries."""
+    if settings.gate_view != "auto":
+        return settings.gate_view
+    traffic = views.get("next_traffic")
+    return "next_traffic" if traffic and traffic["n_queries"] >= settings.min_heldout_queries else "unseen"
+
+
+_VIEW_NAMES = {"next_traffic": "next traffic", "unseen": "unseen queries"}
+
+
+def retrieval_checks(
+    views: dict[str, dict[str, Any] | None], pair_error: dict[str, Any] | None, settings: Settings, k: int = 10
+) -> list[Check]:
+    """The retrieval-led gate: enough held-out searches, a real nDCG@k gain in the lead view, no loss elsewhere.
+
+    Args:
+        views: {"unseen": view block or None, "next_traffic": view block or None} (see cycle.evaluation).
+        pair_error: the held-out pair error block, or None (then its guard is skipped).
+        settings: min_heldout_queries, min_ndcg_gain, require_significant, max_ndcg_drop, max_error_rise.
+        k: the metrics' cut-off.
+    """
+    metric = f"ndcg@{k}"
+    lead = lead_view(views, settings)
+    block = views.get(lead)
+    n = block["n_queries"] if block else 0
+    if n < settings.min_heldout_queries:
+        return [
+            Check(
+                "enough_heldout_data",
+                False,
+                f"only {n} held-out {_VIEW_NAMES[lead]} with a click; the gate needs {settings.min_heldout_queries} "
+                "(min_heldout_queries): collect more feedback",
+            )
+        ]
+    entry, mde = block[metric], (block.get("mde") or {}).get(metric)
+    lo, hi = entry["ci95"]
+    gain = entry["delta"]
+    mde_text = f"; detectable at this size: {mde:+.3f}" if mde is not None else ""
+    checks = [
+        Check(
+            "ndcg_improvement",
+            gain >= settings.min_ndcg_gain and (lo > 0 or not settings.require_significant),
+            f"{_VIEW_NAMES[lead]} ({n}): nDCG@{k} {entry['candidate']:.3f} vs incumbent {entry['incumbent']:.3f} "
+            f"({gain:+.3f}, 95% CI {lo:+.3f}..{hi:+.3f}; needs a gain of at least {settings.min_ndcg_gain:.3f}"
+            f"{' with the CI above zero' if settings.require_significant else ''}{mde_text})",
+        )
+    ]
+    for name, other in views.items():
+        if name == lead or other is None:
+            continue
+        change = other[metric]["delta"]
+        checks.append(
+            Check(
+                f"{name}_guard",
+                change >= -settings.max_ndcg_drop,
+                f"{_VIEW_NAMES[name]} ({other['n_queries']}): nDCG@{k} {change:+.3f} "
+                f"(95% CI {other[metric]['ci95'][0]:+.3f}..{other[metric]['ci95'][1]:+.3f}; "
+                f"may fall by at most {settings.max_ndcg_drop:.3f})",
+            )
+        )
+    guard = pair_error_guard(pair_error, settings)
+    return checks + ([guard] if guard is not None else [])
+
+
+def pair_error_guard(pair_error: dict[str, Any] | None, settings: Settings) -> Check | None:
+    """With the retrieval gate: the held-out pair error may not rise by more than `max_error_rise`."""
+    if pair_error is None:
+        return None
+    inc, cand = pair_error["incumbent"]["error_rate"], pair_error["candidate"]["error_rate"]
+    return Check(
+        "pair_error_guard",
+        cand - inc <= settings.max_error_rise,
+        f"held-out pair error {_pct(cand)} vs incumbent {_pct(inc)} ({_pt(cand - inc)}; "
+        f"may rise by at most {settings.max_error_rise * 100:.1f} pt)",
+    )
+
+
+def gate_checks(
+    pair_error: dict[str, Any] | None,
+    heldout_pairs: int,
+    views: dict[str, dict[str, Any] | None],
+    settings: Settings,
+) -> list[Check]:
+    """Every check of the measure the gate leads with (`gate_metric`) and of its guards."""
+    if settings.gate_metric == "pair_error":
+        return [*error_checks(pair_error, heldout_pairs, settings), retrieval_check(views.get("unseen"), settings)]
+    return retrieval_checks(views, pair_error, settings)
 
 
 def golden_check(golden: dict[str, Any] | None, settings: Settings) -> Check | None:

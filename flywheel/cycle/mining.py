@@ -59,14 +59,27 @@ class Pair:
     source: str = "feedback"  # or "mined"
 
 
+@dataclass(frozen=True)
+class LoggedSearch:
+    """One search of the latest traffic, as it came: what was asked, what was clicked, where it was shown."""
+
+    search_id: str
+    group: str
+    query: str
+    clicked: frozenset[str]
+    ranks: dict[str, int] = field(default_factory=dict, hash=False, compare=False)  # doc id -> shown rank
+
+
 @dataclass
 class MinedPairs:
-    """The pairs of one mining run and what they cover."""
+    """The pairs of one mining run and what they cover; `next_traffic` is the latest window, held out as it came."""
 
     pairs: list[Pair]
     window_start: datetime | None
     window_end: datetime
     counts: dict[str, int] = field(default_factory=dict)
+    next_traffic: list[LoggedSearch] = field(default_factory=list)
+    next_traffic_start: datetime | None = None
 
     def to_table(self) -> pa.Table:
         """The pairs as an Arrow table (the Parquet snapshot's content)."""
@@ -86,6 +99,7 @@ def mine_pairs(
     max_pairs_per_query: int = 20,
     group_threshold: float | None = None,
     encoder: Any = None,
+    next_traffic_percent: int = 0,
 ) -> MinedPairs:
     """Mine labelled pairs from the event log.
 
@@ -96,19 +110,21 @@ def mine_pairs(
         max_pairs_per_query: cap of rows per query group.
         group_threshold: merge query groups whose cosine (by `encoder`) exceeds this.
         encoder: a flywheel Encoder, needed only with `group_threshold`.
+        next_traffic_percent: this share of the latest searches with feedback is not mined into pairs but
+            kept as `next_traffic`, one entry per search (repeats included): the time-split view of the gate.
 
     Returns:
         The pairs with their window and counts (events, searches, positives, negatives, conflicts, ...).
     """
     end = window_end or utcnow()
     start = end - timedelta(days=window_days) if window_days else None
-    rows = labelled_rows(store, end, start)
     texts = corpus_texts(store)
+    rows, latest, cut = _split_latest(labelled_rows(store, end, start), next_traffic_percent)
 
     groups: dict[str, Counter[str]] = defaultdict(Counter)  # group -> raw query texts
     votes: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])  # pos, neg, searches
     searches = set()
-    for search_id, query, doc_id, positive, negative in rows:
+    for search_id, query, doc_id, positive, negative, *_ in rows:
         key = normalise_query(query)
         if not key or doc_id not in texts:  # a deleted document can no longer be trained on
             continue
@@ -155,7 +171,39 @@ def mine_pairs(
         "capped": sum(max(0, len(g) - max_pairs_per_query) for g in by_group.values()),
         "groups_merged": len(merged),
     }
-    return MinedPairs(pairs, start, end, counts)
+    next_traffic = _logged_searches(latest, texts, merged)
+    counts["next_traffic_searches"] = len(next_traffic)
+    return MinedPairs(pairs, start, end, counts, next_traffic, cut)
+
+
+def _split_latest(rows: list[tuple], percent: int) -> tuple[list[tuple], list[tuple], datetime | None]:
+    """(earlier rows, rows of the latest `percent` of searches, the first search time of those); rows come
+    in time order, and a search is never cut in two."""
+    if percent <= 0 or not rows:
+        return rows, [], None
+    order = list(dict.fromkeys(r[0] for r in rows))  # searches in time order
+    n_latest = len(order) * percent // 100
+    if n_latest == 0:
+        return rows, [], None
+    latest = set(order[-n_latest:])
+    earlier = [r for r in rows if r[0] not in latest]
+    held = [r for r in rows if r[0] in latest]
+    return earlier, held, held[0][5]
+
+
+def _logged_searches(rows: list[tuple], texts: dict[str, str], merged: dict[str, str]) -> list[LoggedSearch]:
+    """One LoggedSearch per search with a click on a document that still exists."""
+    by_search: dict[str, list[tuple]] = defaultdict(list)
+    for row in rows:
+        by_search[row[0]].append(row)
+    out = []
+    for search_id, shown in by_search.items():
+        clicked = frozenset(r[2] for r in shown if r[3] and not r[4] and r[2] in texts)
+        key = normalise_query(shown[0][1])
+        if clicked and key:
+            ranks = {r[2]: int(r[6]) for r in shown}
+            out.append(LoggedSearch(search_id, merged.get(key, key), shown[0][1], clicked, ranks))
+    return out
 
 
 def _merge_similar(keys: list[str], encoder: Any, threshold: float) -> dict[str, str]:

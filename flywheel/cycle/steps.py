@@ -209,6 +209,7 @@ def mine_and_split(
         max_pairs_per_query=settings.max_pairs_per_query,
         group_threshold=settings.query_group_threshold,
         encoder=encoder if settings.query_group_threshold else None,
+        next_traffic_percent=settings.next_traffic_percent,
     )
     report.window = Window(
         start=mined.window_start.isoformat() if mined.window_start else None,

@@ -7,8 +7,9 @@ the base collection), so it encodes nothing and takes seconds on a CPU.
 
 The map is `y = normalise(W x + b)`, initialised at identity (W = I, b = 0), so an untrained adapter is the
 base model. There is no output-dimension reduction: a smaller output would need the same projection on the
-documents, i.e. a re-index, which is what adapters exist to avoid (the issue measured 256 dims on both
-sides at 18.9% vs 18.7% at full dim, so there is nothing to win either).
+documents, i.e. a re-index, which is what adapters exist to avoid (256 dims on both sides measured 18.9% vs
+18.7% pair error at full dim, so there is nothing to win either). An adapter may carry a query memory
+(`flywheel.models.query_memory`): questions already answered move towards what users chose, after the map.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from flywheel.models.query_memory import QueryMemory
 from flywheel.util.files import read_json
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,7 @@ class QueryAdapter:
     parent: str  # the base version: its encoder embeds the queries, its collection holds the documents
     weight: np.ndarray = field(repr=False)  # (dim, dim)
     bias: np.ndarray = field(repr=False)  # (dim,)
+    memory: QueryMemory | None = None  # applied after the map
 
     @property
     def dimension(self) -> int:
@@ -58,7 +58,12 @@ class QueryAdapter:
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         """Map base-model query vectors (n, dim) or (dim,) to adapted, re-normalised vectors."""
         vectors = np.asarray(vectors, dtype=np.float32)
-        return normalise(vectors @ self.weight.T + self.bias)
+        adapted = normalise(vectors @ self.weight.T + self.bias)
+        if self.memory is None:
+            return adapted
+        if adapted.ndim == 1:
+            return self.memory.shift(normalise(vectors[None]), adapted[None])[0]
+        return self.memory.shift(normalise(vectors), adapted)
 
     def save(self, folder: Path) -> Path:
         """Write the weights as safetensors (no pickle) into a version's folder; returns the file."""
@@ -67,7 +72,8 @@ class QueryAdapter:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / WEIGHTS_FILE
         tmp = folder / f".{WEIGHTS_FILE}.tmp"
-        save_file({"weight": np.ascontiguousarray(self.weight), "bias": np.ascontiguousarray(self.bias)}, str(tmp))
+        tensors = {"weight": np.ascontiguousarray(self.weight), "bias": np.ascontiguousarray(self.bias)}
+        save_file({**tensors, **(self.memory.tensors() if self.memory else {})}, str(tmp))
         tmp.replace(path)
         return path
 
@@ -81,7 +87,8 @@ class QueryAdapter:
         from safetensors.numpy import load_file
 
         tensors = load_file(str(Path(folder) / WEIGHTS_FILE))
-        return cls(version, parent, tensors["weight"].astype(np.float32), tensors["bias"].astype(np.float32))
+        weight, bias = tensors["weight"].astype(np.float32), tensors["bias"].astype(np.float32)
+        return cls(version, parent, weight, bias, QueryMemory.from_tensors(tensors))
 
 
 class AdaptedQueries:
@@ -104,19 +111,7 @@ class AdaptedQueries:
         return self.adapter.apply(vectors) if self.adapter is not None else vectors
 
 
-# --- evaluation on precomputed cosines (a query-side adapter scores queries and documents apart) ---------
-
-
-__all__ = [
-    "AdaptedQueries",
-    "QueryAdapter",
-    "normalise",
-]
-
-
 META_FILE = "meta.json"
-
-
 KIND = "query-adapter"
 
 

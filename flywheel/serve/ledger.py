@@ -37,7 +37,7 @@ WITH ev AS (
            count(*) FILTER (WHERE type IN ('skip', 'thumbs_down')) AS neg
     FROM events WHERE received_at <= ? GROUP BY search_id, doc_id
 ), shown AS (
-    SELECT s.search_id, s.query, i.doc_id, i.rank, coalesce(ev.pos, 0) AS pos, coalesce(ev.neg, 0) AS neg
+    SELECT s.search_id, s.query, s.ts, i.doc_id, i.rank, coalesce(ev.pos, 0) AS pos, coalesce(ev.neg, 0) AS neg
     FROM searches s
     JOIN impressions i ON i.search_id = s.search_id
     LEFT JOIN ev ON ev.search_id = i.search_id AND ev.doc_id = i.doc_id
@@ -48,15 +48,19 @@ WITH ev AS (
 )
 SELECT sh.search_id, sh.query, sh.doc_id,
        (sh.pos > 0)::INTEGER AS positive,
-       ((sh.neg > 0) OR (sh.pos = 0 AND lc.rank IS NOT NULL AND sh.rank < lc.rank))::INTEGER AS negative
+       ((sh.neg > 0) OR (sh.pos = 0 AND lc.rank IS NOT NULL AND sh.rank < lc.rank))::INTEGER AS negative,
+       sh.ts, sh.rank
 FROM shown sh LEFT JOIN lowest_click lc ON lc.search_id = sh.search_id
 WHERE sh.pos > 0 OR sh.neg > 0 OR (lc.rank IS NOT NULL AND sh.rank < lc.rank)
-ORDER BY sh.search_id, sh.rank
+ORDER BY sh.ts, sh.search_id, sh.rank
 """
 
 
-def labelled_rows(store: Store, end: datetime, start: datetime | None) -> list[tuple[str, str, str, int, int]]:
-    """(search_id, query, doc_id, positive, negative) for every shown document with a signal.
+def labelled_rows(
+    store: Store, end: datetime, start: datetime | None
+) -> list[tuple[str, str, str, int, int, datetime, int]]:
+    """(search_id, query, doc_id, positive, negative, search time, rank) per shown document with a signal,
+    in time order.
 
     Args:
         store: the open store.

@@ -31,7 +31,12 @@ class Metrics(BaseModel):
 
     pair_error: dict[str, Any] | None = Field(None, description="the seed's error on held-out labelled pairs")
     golden: dict[str, Any] | None = Field(None, description="pair error on the user's golden pairs")
-    retrieval: dict[str, Any] | None = Field(None, description="nDCG/MRR/Recall@10 of held-out clicked queries")
+    retrieval: dict[str, Any] | None = Field(
+        None, description="unseen queries: nDCG/MRR/Recall@10 of held-out query groups' clicks, with the MDE"
+    )
+    next_traffic: dict[str, Any] | None = Field(
+        None, description="next traffic: the same over the latest searches as they came (time split)"
+    )
 
 
 class CycleReport(BaseModel):
