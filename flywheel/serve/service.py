@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from flywheel.config import Settings
 from flywheel.errors import IndexMismatch, NotFound
@@ -30,6 +32,8 @@ from flywheel.util.files import utcnow
 from flywheel.util.progress import progress_bar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -264,6 +268,21 @@ class Service:
 
     def search(self, query: str, k: int, user_id: str | None = None, session_id: str | None = None) -> SearchResult:
         """Encode, search through the alias, and log the search and its impressions before answering."""
+        return self.answer(query, k, lambda result: result, user_id, session_id)
+
+    def answer(
+        self,
+        query: str,
+        k: int,
+        render: Callable[[SearchResult], T],
+        user_id: str | None = None,
+        session_id: str | None = None,
+    ) -> T:
+        """Search, make the caller's answer with `render`, then log the search and its impressions.
+
+        The answer is made before anything is logged, so a search that cannot be answered (a hit that cannot
+        be serialised) leaves no rows behind, and every logged search was answered.
+        """
         while True:
             encoder, adapter = self.encoder, self._adapter
             vector = encoder.encode([query])[0]
@@ -275,6 +294,7 @@ class Service:
             break
         search_id = uuid.uuid4().hex
         version = adapter.version if adapter is not None else encoder.version
+        answer = render(SearchResult(search_id, version, hits))
         self.store.log_search(
             search_id,
             query,
@@ -286,7 +306,7 @@ class Service:
             query_vector=vector,  # the base's vector, before the adapter: what adapter cycles train on
             vector_version=encoder.version,
         )
-        return SearchResult(search_id, version, hits)
+        return answer
 
     def upsert_documents(self, docs: list[Document]) -> int:
         """Store documents in DuckDB and the serving collection; both or neither (a Qdrant error rolls back).

@@ -1,0 +1,85 @@
+"""Hostile and careless clients against the real app over HTTP: each test forces one way the server used to
+break (nesting, metrics growth, rebinding and cross-origin posts, ids with slashes, limits, conflicts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from flywheel.api.app import create_app
+from flywheel.config import Settings
+from flywheel.types import Document
+
+ADMIN, SEARCH_KEY = "adm", "srch"
+# A request over TCP from a browser on this machine: the peer is loopback whatever the Host header says.
+LOOPBACK_PEER = ("127.0.0.1", 50123)
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def keyed_settings(tmp_path: Path, tiny_model_path: Path, **extra: Any) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "k",
+        base_model=str(tiny_model_path),
+        admin_keys=[ADMIN],
+        search_keys=[SEARCH_KEY],
+        **extra,
+    )
+
+
+# --- nested metadata; failed searches log nothing ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [40, 300, 600])
+def test_deeply_nested_metadata_is_refused_naming_the_document(api: TestClient, depth: int) -> None:
+    docs = [{"id": "fine", "text": "fine text"}, {"id": "deep-doc", "text": "hello", "metadata": nested(depth)}]
+    response = api.post("/documents", json={"documents": docs})
+    assert response.status_code == 422, response.text[:300]
+    assert "deep-doc" in response.text and "32" in response.text
+    assert api.get("/stats").json()["documents"] == 0  # all or nothing
+
+
+def test_metadata_nesting_up_to_the_cap_is_stored_and_searchable(api: TestClient) -> None:
+    response = api.post("/documents", json={"documents": [{"id": "ok", "text": "hello", "metadata": nested(31)}]})
+    assert response.status_code == 200, response.text
+    assert api.post("/search", json={"query": "hello"}).json()["hits"][0]["metadata"] == nested(31)
+
+
+def test_a_search_that_cannot_be_answered_writes_no_log_rows(settings: Settings) -> None:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+        # What an older server let in: a document whose metadata cannot be serialised into an answer.
+        api.app.state.service.upsert_documents([Document("old-deep", "hello world", nested(300))])
+        before = api.get("/stats").json()
+        response = api.post("/search", json={"query": "hello world"})
+        assert response.status_code == 500
+        assert api.get("/stats").json() == before
+
+
+# --- document checks: UTF-8 bytes, control characters ---------------------------------------------------
+
+
+def test_metadata_limit_counts_utf8_bytes(api: TestClient) -> None:
+    wide = {"t": "東" * 3000}  # 3,000 characters, 9,000 bytes as UTF-8 JSON: over the default 8,192
+    response = api.post("/documents", json={"documents": [{"id": "cjk", "text": "t", "metadata": wide}]})
+    assert response.status_code == 422, response.text
+    assert "bytes" in response.json()["detail"]
+    narrow = {"t": "東" * 2000}
+    assert api.post("/documents", json={"documents": [{"id": "cjk", "text": "t", "metadata": narrow}]}).is_success
+
+
+@pytest.mark.parametrize("char", ["\x1b", "\x07", "\x7f", "\x85", "\x0c"])
+def test_document_text_with_control_characters_is_refused_like_a_query(api: TestClient, char: str) -> None:
+    docs = [{"id": "fine", "text": "tabs\tand\nnewlines\r\nare fine"}, {"id": "bad", "text": f"a{char}b"}]
+    response = api.post("/documents", json={"documents": docs})
+    assert response.status_code == 422, response.text
+    assert "documents[1]" in response.text and "control character" in response.text
+    assert api.post("/search", json={"query": f"a{char}b"}).status_code == 422
+    assert api.post("/documents", json={"documents": docs[:1]}).status_code == 200
