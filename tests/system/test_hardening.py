@@ -3,6 +3,7 @@ break (nesting, metrics growth, rebinding and cross-origin posts, ids with slash
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,25 @@ def test_document_text_with_control_characters_is_refused_like_a_query(api: Test
     assert "documents[1]" in response.text and "control character" in response.text
     assert api.post("/search", json={"query": f"a{char}b"}).status_code == 422
     assert api.post("/documents", json={"documents": docs[:1]}).status_code == 200
+
+
+# --- /metrics stays bounded --------------------------------------------------------------------------------
+
+
+def _series(api: TestClient) -> list[str]:
+    return [line for line in api.get("/metrics").text.splitlines() if line and not line.startswith("#")]
+
+
+def test_made_up_methods_and_paths_do_not_grow_metrics(api: TestClient) -> None:
+    api.request("FOO", "/x")
+    api.get("/no/such/path")
+    _series(api)  # the scrape's own series exist from here on
+    before = _series(api)
+    for i, method in enumerate(["BAR", "BAZ", "PROPFIND", "QUUX", "foo", "GeT"]):
+        assert api.request(method, f"/made-up-{i}").status_code in (404, 405)
+        api.get(f"/other/{i}/path")
+    after = _series(api)
+    grown = sorted(set(after) - set(before), key=str)
+    assert len(after) == len(before), grown
+    assert any('method="other"' in line and 'route="unmatched"' in line for line in after)
+    assert not any(re.search(r'method="(FOO|BAR|BAZ|PROPFIND|QUUX|foo|GeT)"', line) for line in after)
