@@ -106,3 +106,41 @@ def test_made_up_methods_and_paths_do_not_grow_metrics(api: TestClient) -> None:
     assert len(after) == len(before), grown
     assert any('method="other"' in line and 'route="unmatched"' in line for line in after)
     assert not any(re.search(r'method="(FOO|BAR|BAZ|PROPFIND|QUUX|foo|GeT)"', line) for line in after)
+
+
+# --- without keys: loopback Host names only, no foreign Origin ---------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["rebind.example:8000", "rebind.example", "10.0.0.5:8000", "localhost.evil.com"])
+def test_without_keys_a_foreign_host_is_refused(settings: Settings, host: str) -> None:
+    with TestClient(create_app(settings), base_url=f"http://{host}", client=LOOPBACK_PEER) as api:
+        response = api.get("/models")
+        assert response.status_code == 400, response.text
+        assert "Host" in response.json()["detail"]
+        assert api.post("/cycles", json={}).status_code == 400
+        assert api.app.state.runner.list() == []
+
+
+@pytest.mark.parametrize("host", ["localhost:8000", "127.0.0.1:8000", "[::1]:8000", "app.localhost", "127.0.0.2"])
+def test_without_keys_loopback_hosts_are_served(settings: Settings, host: str) -> None:
+    with TestClient(create_app(settings), base_url=f"http://{host}", client=LOOPBACK_PEER) as api:
+        assert api.get("/healthz").status_code == 200
+        same_origin = {"origin": f"http://{host}"}
+        assert api.post("/search", json={"query": "hi"}, headers=same_origin).status_code == 200
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://127.0.0.1.evil.example"])
+def test_without_keys_a_cross_origin_post_is_refused(settings: Settings, origin: str) -> None:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000", client=LOOPBACK_PEER) as api:
+        # What a web page can send without a preflight: a text/plain POST with an empty body.
+        response = api.post("/cycles", content=b"", headers={"content-type": "text/plain", "origin": origin})
+        assert response.status_code == 403, response.text
+        assert "Origin" in response.json()["detail"]
+        assert api.app.state.runner.list() == []
+
+
+def test_with_keys_the_host_is_not_checked(tmp_path: Path, tiny_model_path: Path) -> None:
+    settings = keyed_settings(tmp_path, tiny_model_path)
+    with TestClient(create_app(settings), base_url="http://search.example.com", client=("10.1.2.3", 5)) as api:
+        headers = {"Authorization": f"Bearer {SEARCH_KEY}", "origin": "https://chat.example.com"}
+        assert api.get("/healthz", headers=headers).status_code == 200
