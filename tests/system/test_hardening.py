@@ -144,3 +144,18 @@ def test_with_keys_the_host_is_not_checked(tmp_path: Path, tiny_model_path: Path
     with TestClient(create_app(settings), base_url="http://search.example.com", client=("10.1.2.3", 5)) as api:
         headers = {"Authorization": f"Bearer {SEARCH_KEY}", "origin": "https://chat.example.com"}
         assert api.get("/healthz", headers=headers).status_code == 200
+
+
+# --- ids with slashes --------------------------------------------------------------------------------------
+
+
+def test_a_document_id_with_slashes_can_be_deleted(api: TestClient) -> None:
+    docs = [{"id": "faq/1", "text": "first"}, {"id": "a/b/c", "text": "second"}, {"id": "faq", "text": "third"}]
+    assert api.post("/documents", json={"documents": docs}).status_code == 200
+    assert api.delete("/documents/faq/1").status_code == 204
+    assert api.delete("/documents/a%2Fb%2Fc").status_code == 204
+    assert api.delete("/documents/faq/1").status_code == 404
+    assert api.get("/stats").json()["documents"] == 1
+    hits = api.post("/search", json={"query": "first second third", "k": 10}).json()["hits"]
+    assert [h["doc_id"] for h in hits] == ["faq"]
+    assert 'route="/documents/{doc_id}"' in api.get("/metrics").text  # the template label did not change

@@ -23,9 +23,10 @@ def post_documents(body: DocumentsIn, svc: ServiceDep, settings: SettingsDep) ->
     return UpsertOut(upserted=svc.upsert_documents(docs))
 
 
-@router.delete("/documents/{doc_id}", status_code=204, dependencies=[AdminKey], tags=["documents"])
+# `:path` so that an id with `/` in it (`faq/1`, sent as is or as `faq%2F1`) reaches the route whole.
+@router.delete("/documents/{doc_id:path}", status_code=204, dependencies=[AdminKey], tags=["documents"])
 def delete_document(doc_id: str, svc: ServiceDep) -> Response:
-    """Delete a document; 404 if unknown."""
+    """Delete a document (its id may hold `/`); 404 if unknown."""
     svc.delete_document(doc_id)
     return Response(status_code=204)
 
