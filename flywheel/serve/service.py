@@ -25,7 +25,7 @@ from flywheel.models.encoder import Encoder, compatible, load_encoder
 from flywheel.models.loading import load_model
 from flywheel.models.query_adapter import QueryAdapter
 from flywheel.models.registry import ModelVersion, Registry
-from flywheel.serve.index import Index, open_qdrant
+from flywheel.serve.index import Index, content_hash, open_qdrant
 from flywheel.serve.store import Store
 from flywheel.types import Document, Event, Hit, Impression
 from flywheel.util.files import utcnow
@@ -206,20 +206,30 @@ class Service:
             self.embed_into(version, bulk, batch, progress=progress)
 
     def _repair(self, version: str, encoder: Encoder, progress: bool) -> None:
-        """Embed documents missing from the collection and drop points with no document."""
-        if self.index.count(version) == self.store.count_documents():
+        """Make a collection hold exactly the stored documents: embed missing and changed ones, drop the rest.
+
+        Ids and content hashes are compared, not counts: a crash between the Qdrant upsert and the DuckDB
+        commit of a replace leaves the same ids on both sides, but a point embedded from text DuckDB never
+        committed. DuckDB is the source of truth.
+        """
+        in_index = self.index.content_hashes(version)
+        stored: set[str] = set()
+        todo: list[Document] = []
+        for batch in self.store.iter_documents(batch_size=2048):
+            for doc in batch:
+                stored.add(doc.id)
+                if in_index.get(doc.id) != content_hash(doc.text, doc.metadata):
+                    todo.append(doc)
+        stale = sorted(set(in_index) - stored)
+        if not todo and not stale:
             return
-        in_index: set[str] = set()
-        for ids, _ in self.index.scroll_vectors(version):
-            in_index.update(ids)
-        in_store = {r[0] for r in self.store.query("SELECT id FROM documents")}
-        stale = sorted(in_index - in_store)
-        missing = in_store - in_index
-        log.warning("repairing %s: %d missing, %d stale points", version, len(missing), len(stale))
+        missing = sum(1 for d in todo if d.id not in in_index)
+        log.warning(
+            "repairing %s: %d missing, %d changed, %d stale points", version, missing, len(todo) - missing, len(stale)
+        )
         self.index.delete(version, stale)
-        if missing:
-            docs = [d for batch in self.store.iter_documents() for d in batch if d.id in missing]
-            self.embed_into(version, encoder, docs, progress=progress)
+        if todo:
+            self.embed_into(version, encoder, todo, progress=progress)
 
     def embed_into(self, version: str, encoder: Encoder, docs: list[Document], progress: bool = False) -> None:
         """Encode documents and upsert them into a version's collection, in chunks, with a progress bar."""
