@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from flywheel.api.app import create_app
 from flywheel.config import Settings
 from flywheel.types import Document
+from tests.conftest import make_event
 
 ADMIN, SEARCH_KEY = "adm", "srch"
 # A request over TCP from a browser on this machine: the peer is loopback whatever the Host header says.
@@ -86,7 +87,7 @@ def test_document_text_with_control_characters_is_refused_like_a_query(api: Test
     assert api.post("/documents", json={"documents": docs[:1]}).status_code == 200
 
 
-# --- /metrics stays bounded --------------------------------------------------------------------------------
+# --- /metrics stays bounded -------------------------------------------------------------------------------
 
 
 def _series(api: TestClient) -> list[str]:
@@ -108,7 +109,7 @@ def test_made_up_methods_and_paths_do_not_grow_metrics(api: TestClient) -> None:
     assert not any(re.search(r'method="(FOO|BAR|BAZ|PROPFIND|QUUX|foo|GeT)"', line) for line in after)
 
 
-# --- without keys: loopback Host names only, no foreign Origin ---------------------------------------------
+# --- without keys: loopback Host names only, no foreign Origin --------------------------------------------
 
 
 @pytest.mark.parametrize("host", ["rebind.example:8000", "rebind.example", "10.0.0.5:8000", "localhost.evil.com"])
@@ -146,7 +147,7 @@ def test_with_keys_the_host_is_not_checked(tmp_path: Path, tiny_model_path: Path
         assert api.get("/healthz", headers=headers).status_code == 200
 
 
-# --- ids with slashes --------------------------------------------------------------------------------------
+# --- ids with slashes -------------------------------------------------------------------------------------
 
 
 def test_a_document_id_with_slashes_can_be_deleted(api: TestClient) -> None:
@@ -159,3 +160,36 @@ def test_a_document_id_with_slashes_can_be_deleted(api: TestClient) -> None:
     hits = api.post("/search", json={"query": "first second third", "k": 10}).json()["hits"]
     assert [h["doc_id"] for h in hits] == ["faq"]
     assert 'route="/documents/{doc_id}"' in api.get("/metrics").text  # the template label did not change
+
+
+# --- event id conflicts -----------------------------------------------------------------------------------
+
+
+def test_an_event_id_resent_with_other_content_is_a_409_naming_it(loaded_api: TestClient) -> None:
+    search = loaded_api.post("/search", json={"query": "python", "k": 3}).json()
+    first, second = (h["doc_id"] for h in search["hits"][:2])
+    event = make_event(search["search_id"], first, "click", ts="2024-05-01T12:00:00Z")
+    assert loaded_api.post("/feedback", json={"events": [event]}).json() == {"accepted": 1, "duplicates": 0}
+    assert loaded_api.post("/feedback", json={"events": [event]}).json() == {"accepted": 0, "duplicates": 1}
+    fresh = make_event(search["search_id"], second, "skip")
+    for changed in ({"type": "skip"}, {"doc_id": second}, {"ts": "2020-01-01T00:00:00Z"}):
+        response = loaded_api.post("/feedback", json={"events": [fresh, {**event, **changed}]})
+        assert response.status_code == 409, (changed, response.text)
+        assert event["event_id"] in response.json()["detail"] and "events[1]" in response.json()["detail"]
+    twice = [fresh, {**fresh, "type": "click"}]  # the same id twice in one batch, with different content
+    assert loaded_api.post("/feedback", json={"events": twice}).status_code == 409
+    assert loaded_api.get("/stats").json()["events"] == 1  # nothing of the refused batches was stored
+
+
+def test_an_event_resent_with_its_timestamp_is_still_a_duplicate(loaded_api: TestClient) -> None:
+    search = loaded_api.post("/search", json={"query": "python", "k": 3}).json()
+    event = make_event(search["search_id"], search["hits"][0]["doc_id"], ts="2024-05-01T12:00:00+02:00")
+    assert loaded_api.post("/feedback", json={"events": [event]}).json()["accepted"] == 1
+    same = {**event, "ts": "2024-05-01T10:00:00Z"}  # the same instant, written in UTC
+    assert loaded_api.post("/feedback", json={"events": [same]}).json() == {"accepted": 0, "duplicates": 1}
+    untimed = {k: v for k, v in event.items() if k != "ts"}  # an omitted ts matches the stored one
+    assert loaded_api.post("/feedback", json={"events": [untimed]}).json() == {"accepted": 0, "duplicates": 1}
+    later = make_event(search["search_id"], search["hits"][1]["doc_id"])  # stored without a ts ...
+    assert loaded_api.post("/feedback", json={"events": [later]}).json()["accepted"] == 1
+    timed = {**later, "ts": "2024-05-01T12:00:00Z"}  # ... so a copy that gives one still matches
+    assert loaded_api.post("/feedback", json={"events": [timed]}).json() == {"accepted": 0, "duplicates": 1}
