@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="json: one object per line with search/cycle ids")
     metrics_public: bool = Field(False, description="serve GET /metrics without a key even when keys are set")
+    openapi_docs: bool = Field(
+        True,
+        description="serve the OpenAPI schema and its pages (/openapi.json, /docs, /redoc), without a key: they "
+        "describe the routes, never data; false: not served at all (404)",
+    )
 
     # Input limits (each breach is a 4xx that names the limit).
     max_query_chars: int = Field(2000, ge=1, description="longest query accepted (422 beyond)")

@@ -98,6 +98,10 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         description="Retrieval with a feedback loop: search, send clicks and skips, and let the model improve.",
         lifespan=lifespan,
         responses={status: {"model": ErrorOut} for status in ERROR_STATUSES},
+        # The schema and its pages are public when served (a browser cannot send a key for them) or absent.
+        openapi_url="/openapi.json" if settings.openapi_docs else None,
+        docs_url="/docs" if settings.openapi_docs else None,
+        redoc_url="/redoc" if settings.openapi_docs else None,
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -162,6 +162,18 @@ def test_a_document_id_with_slashes_can_be_deleted(api: TestClient) -> None:
     assert 'route="/documents/{doc_id}"' in api.get("/metrics").text  # the template label did not change
 
 
+# --- openapi docs setting ---------------------------------------------------------------------------------
+
+
+def test_openapi_docs_can_be_closed(tmp_path: Path, tiny_model_path: Path) -> None:
+    settings = keyed_settings(tmp_path, tiny_model_path, openapi_docs=False)
+    with TestClient(create_app(settings)) as api:
+        for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+            assert api.get(path).status_code in (401, 404), path
+            assert api.get(path, headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 404, path
+        assert api.get("/livez").status_code == 200
+
+
 # --- event id conflicts -----------------------------------------------------------------------------------
 
 
