@@ -174,6 +174,20 @@ def test_openapi_docs_can_be_closed(tmp_path: Path, tiny_model_path: Path) -> No
         assert api.get("/livez").status_code == 200
 
 
+# --- models without paths ---------------------------------------------------------------------------------
+
+
+def test_models_hides_server_paths_from_search_keys(tmp_path: Path, tiny_model_path: Path) -> None:
+    settings = keyed_settings(tmp_path, tiny_model_path)
+    with TestClient(create_app(settings)) as api:
+        as_search = api.get("/models", headers={"Authorization": f"Bearer {SEARCH_KEY}"})
+        assert as_search.status_code == 200
+        assert str(tiny_model_path) not in as_search.text and str(tmp_path) not in as_search.text
+        assert as_search.json()["versions"][0]["base_model"] == tiny_model_path.name
+        as_admin = api.get("/models", headers={"Authorization": f"Bearer {ADMIN}"})
+        assert str(tiny_model_path) in as_admin.text
+
+
 # --- event id conflicts -----------------------------------------------------------------------------------
 
 
