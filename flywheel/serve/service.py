@@ -26,6 +26,7 @@ from flywheel.models.loading import load_model
 from flywheel.models.query_adapter import QueryAdapter
 from flywheel.models.registry import ModelVersion, Registry
 from flywheel.serve.index import Index, content_hash, open_qdrant
+from flywheel.serve.recovery import settle_promoted_cycles
 from flywheel.serve.store import Store
 from flywheel.types import Document, Event, Hit, Impression
 from flywheel.util.files import utcnow
@@ -63,7 +64,8 @@ class Service:
         """Open every part of a data dir and make the serving side consistent with the registry.
 
         On first start the base model becomes the incumbent and the corpus (if any) is embedded; on a
-        restart after a crash, leftovers are repaired (see `reconcile`).
+        restart after a crash, leftovers are repaired (see `reconcile`), and a cycle cut short after its
+        candidate was promoted is recorded as promoted (see `settle_promoted_cycles`).
 
         Raises:
             StoreLocked: another process holds the data dir.
@@ -80,6 +82,7 @@ class Service:
         service = cls(settings, store, index, Registry(settings.models_dir))
         try:
             service.reconcile(progress=progress)
+            settle_promoted_cycles(store, service.registry)
         except BaseException:
             service.close()
             raise

@@ -12,8 +12,11 @@ from fastapi.testclient import TestClient
 
 from flywheel.api.app import create_app
 from flywheel.config import Settings
+from flywheel.cycle.runner import CycleRunner
+from flywheel.models.registry import ModelVersion, Registry
 from flywheel.types import Document
-from tests.conftest import make_event
+from flywheel.util.files import now_iso
+from tests.conftest import make_documents, make_event
 
 ADMIN, SEARCH_KEY = "adm", "srch"
 # A request over TCP from a browser on this machine: the peer is loopback whatever the Host header says.
@@ -219,3 +222,48 @@ def test_an_event_resent_with_its_timestamp_is_still_a_duplicate(loaded_api: Tes
     assert loaded_api.post("/feedback", json={"events": [later]}).json()["accepted"] == 1
     timed = {**later, "ts": "2024-05-01T12:00:00Z"}  # ... so a copy that gives one still matches
     assert loaded_api.post("/feedback", json={"events": [timed]}).json() == {"accepted": 0, "duplicates": 1}
+
+
+# --- recovery from the registry ---------------------------------------------------------------------------
+
+
+def test_recovery_keeps_a_cycle_whose_model_the_registry_promoted(settings: Settings, tiny_model_path: Path) -> None:
+    with TestClient(create_app(settings)) as api:
+        assert api.post("/documents", json={"documents": make_documents()}).status_code == 200
+        service = api.app.state.service
+        # A cycle that promoted its candidate in the registry, then the process died before recording it.
+        runner = CycleRunner(service)
+        runner._acquire("c-promoted", "api")
+        runner.update("c-promoted", state="running", stage="swap")
+        registry: Registry = service.registry
+        version, _ = registry.allocate()
+        window = {"start": None, "end": "2030-01-02T03:04:05+00:00"}
+        registry.save(
+            ModelVersion(
+                version=version,
+                kind="finetune",
+                base_model=str(tiny_model_path),
+                created_at=now_iso(),
+                dimension=service.encoder.dimension,
+                parent="v1",
+                model=str(tiny_model_path),
+                made_by={"how": "fine-tuned", "cycle_id": "c-promoted", "window": window},
+            )
+        )
+        registry.promote(version)
+    with TestClient(create_app(settings)) as api:  # the restart
+        record = api.get("/cycles/c-promoted").json()
+        assert record["state"] == "promoted", record
+        assert record["candidate"] == version and record["finished_at"] is not None
+        assert api.get("/healthz").json()["model_version"] == version
+        assert api.app.state.runner.last_window_end() is not None
+
+
+def test_recovery_still_fails_a_cycle_whose_model_was_not_promoted(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as api:
+        runner = CycleRunner(api.app.state.service)
+        runner._acquire("c-cut", "api")
+        runner.update("c-cut", state="running", stage="train")
+    with TestClient(create_app(settings)) as api:
+        record = api.get("/cycles/c-cut").json()
+        assert record["state"] == "failed" and "interrupted" in record["error"]
