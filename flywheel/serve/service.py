@@ -294,7 +294,7 @@ class Service:
         """Search, make the caller's answer with `render`, then log the search and its impressions.
 
         The answer is made before anything is logged, so a search that cannot be answered (a hit that cannot
-        be serialised) leaves no rows behind, and every logged search was answered.
+        be serialised) leaves no searches or impressions rows behind.
         """
         while True:
             encoder, adapter = self.encoder, self._adapter
