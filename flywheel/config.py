@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="json: one object per line with search/cycle ids")
     metrics_public: bool = Field(False, description="serve GET /metrics without a key even when keys are set")
+    openapi_docs: bool = Field(
+        True,
+        description="serve the OpenAPI schema and its pages (/openapi.json, /docs, /redoc), without a key: they "
+        "describe the routes, never data; false: not served at all (404)",
+    )
 
     # Input limits (each breach is a 4xx that names the limit).
     max_query_chars: int = Field(2000, ge=1, description="longest query accepted (422 beyond)")
@@ -72,7 +77,11 @@ class Settings(BaseSettings):
     default_k: int = Field(10, ge=1, description="k when a search does not give one")
     max_documents_per_request: int = Field(1000, ge=1, description="documents per POST /documents (413 beyond)")
     max_document_chars: int = Field(20_000, ge=1, description="longest document text (422 beyond)")
-    max_metadata_bytes: int = Field(8192, ge=2, description="largest metadata object as JSON (422 beyond)")
+    max_metadata_bytes: int = Field(8192, ge=2, description="largest metadata object as UTF-8 JSON (422 beyond)")
+    # Answers stop serialising from ~256 levels and Qdrant writes from ~500: the cap stays far below both.
+    max_metadata_depth: int = Field(
+        32, ge=1, le=100, description="deepest nesting of objects and lists in a document's metadata (422 beyond)"
+    )
     max_events_per_request: int = Field(1000, ge=1, description="events per POST /feedback (413 beyond)")
     max_id_chars: int = Field(256, ge=1, description="longest document, event or search id (422 beyond)")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413 beyond)")

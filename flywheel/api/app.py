@@ -1,12 +1,10 @@
-"""The app factory: lifespan, body limit, error translation, the routers and Prometheus, over one `Service`."""
+"""The app factory: lifespan, guards, error translation, the routers and Prometheus, over one `Service`."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -16,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from flywheel import __version__
 from flywheel.api.deps import Forbidden, SearchKey, Unauthorized
+from flywheel.api.guards import BodyLimit, LoopbackOnly, SafeJSON, error_response
 from flywheel.api.prometheus import Metrics, install
 from flywheel.api.routes import ROUTERS
 from flywheel.api.schemas import ERROR_STATUSES, ErrorOut
@@ -36,70 +35,17 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (Forbidden, 403),
 ]
 
-# --- body guard -------------------------------------------------------------------------------------------
-
-
-class BodyLimit:
-    """ASGI middleware: refuse a request body over `limit` bytes with 413 before anything parses it."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send, f"request body is {int(declared)} bytes")
-            return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                await self._refuse(scope, receive, send, "request body is too large")
-                return
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any, what: str) -> None:
-        response = _error(413, f"{what}; the limit is {self.limit} bytes (max_body_bytes): send smaller batches")
-        await response(scope, receive, send)
-
-
-class _SafeJSON(JSONResponse):
-    """JSON escaped to ASCII: an error that echoes hostile input (a lone surrogate) still encodes."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return _SafeJSON({"detail": message}, status_code=status)
+# --- errors ----------------------------------------------------------------------------------------------
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422 body, safely encoded."""
-    return _SafeJSON({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+    return SafeJSON({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
 
 def _handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     async def handle(_: Request, exc: Exception) -> JSONResponse:
-        return _error(status, str(exc))
+        return error_response(status, str(exc))
 
     return handle
 
@@ -135,7 +81,10 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         app.state.runner.recover()
         app.state.runner.start_schedule(settings)
         if not settings.auth_enabled:
-            log.warning("no API keys configured: every route is open; serve on 127.0.0.1 only")
+            log.warning(
+                "no API keys configured: every route is open to this machine only (loopback Host names, "
+                "no foreign Origin); serve on 127.0.0.1 only"
+            )
         try:
             yield
         finally:
@@ -149,9 +98,15 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         description="Retrieval with a feedback loop: search, send clicks and skips, and let the model improve.",
         lifespan=lifespan,
         responses={status: {"model": ErrorOut} for status in ERROR_STATUSES},
+        # The schema and its pages are public when served (a browser cannot send a key for them) or absent.
+        openapi_url="/openapi.json" if settings.openapi_docs else None,
+        docs_url="/docs" if settings.openapi_docs else None,
+        redoc_url="/redoc" if settings.openapi_docs else None,
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    if not settings.auth_enabled:  # outside the body limit: a refused page's body is never read
+        app.add_middleware(LoopbackOnly)
     metrics = app.state.metrics = Metrics()
     metrics.watch_service(lambda: getattr(app.state, "service", None))
     install(app, metrics, [] if settings.metrics_public else [SearchKey], routes=lambda: route_table(app))

@@ -64,21 +64,27 @@ def role_of(settings: Settings, key: str) -> str | None:
     return role
 
 
+def caller_role(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    """The caller's role, "admin" or "search" ("admin" when no keys are configured: everything is open).
+
+    Raises:
+        Unauthorized: keys are configured and the request has none, or one that is not configured.
+    """
+    settings: Settings = request.app.state.settings
+    if not settings.auth_enabled:
+        return "admin"
+    if creds is None:
+        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+    have = role_of(settings, creds.credentials)
+    if have is None:
+        raise Unauthorized("invalid API key")
+    return have
+
+
 def require(role: str) -> Callable[..., None]:
     """A dependency that lets a request through only with a key of `role` (or any key when auth is off)."""
 
-    def check(
-        request: Request,
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> None:
-        settings: Settings = request.app.state.settings
-        if not settings.auth_enabled:
-            return
-        if creds is None:
-            raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-        have = role_of(settings, creds.credentials)
-        if have is None:
-            raise Unauthorized("invalid API key")
+    def check(have: Annotated[str, Depends(caller_role)]) -> None:
         if role == "admin" and have != "admin":
             raise Forbidden("this route needs an admin key; a search key was given")
 
@@ -87,16 +93,19 @@ def require(role: str) -> Callable[..., None]:
 
 SearchKey = Depends(require("search"))
 AdminKey = Depends(require("admin"))
+RoleDep = Annotated[str, Depends(caller_role)]
 
 __all__ = [
     "AdminKey",
     "Forbidden",
     "MetricsDep",
+    "RoleDep",
     "RunnerDep",
     "SearchKey",
     "ServiceDep",
     "SettingsDep",
     "Unauthorized",
+    "caller_role",
     "get_metrics",
     "get_runner",
     "get_service",

@@ -2,7 +2,8 @@
 
 What is exported (names as Prometheus shows them):
 - `flywheel_http_requests_total{method,route,status}` and `flywheel_http_request_duration_seconds{method,route}`:
-  per route *template* (`/documents/{doc_id}`), so ids never become labels; unknown paths are `route="unmatched"`.
+  per route *template* (`/documents/{doc_id}`), so ids never become labels; unknown paths are `route="unmatched"`
+  and methods outside the standard ones `method="other"`, so no client can add series.
 - `flywheel_feedback_events_total{outcome}`: accepted, duplicate, rejected (events of a refused batch).
 - `flywheel_cycles_total{outcome}`: promoted, rejected, failed.
 - `flywheel_cycle_stage_duration_seconds{stage}` and `flywheel_cycle_duration_seconds`.
@@ -33,6 +34,8 @@ CYCLE_OUTCOMES = ("promoted", "rejected", "failed")
 # Cycle stages take seconds to hours; request latencies milliseconds to seconds.
 _STAGE_BUCKETS = (0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Methods kept as label values; anything a client makes up is counted as "other" (labels stay bounded).
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Metrics:
@@ -158,7 +161,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = self._template(scope)
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
 
@@ -166,12 +169,17 @@ class MetricsMiddleware:
         """The matched route's path template; requests refused before routing (e.g. 413) are matched here."""
         route = scope.get("route")
         if route is not None and getattr(route, "path", None):
-            return route.path
+            return _label(route)
         for candidate in self.routes():
             match, _ = candidate.matches(scope)
             if match is Match.FULL:
-                return candidate.path
+                return _label(candidate)
         return "unmatched"
+
+
+def _label(route: Any) -> str:
+    """A route's template without converters (`/documents/{doc_id}`, also for `{doc_id:path}`)."""
+    return getattr(route, "path_format", None) or route.path
 
 
 def install(
@@ -193,4 +201,4 @@ def install(
         return Response(metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
-__all__ = ["CYCLE_OUTCOMES", "FEEDBACK_OUTCOMES", "Metrics", "MetricsMiddleware", "install"]
+__all__ = ["CYCLE_OUTCOMES", "FEEDBACK_OUTCOMES", "HTTP_METHODS", "Metrics", "MetricsMiddleware", "install"]

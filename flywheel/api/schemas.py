@@ -26,6 +26,30 @@ def _identifier(value: str) -> str:
     return value
 
 
+def control_char(text: str) -> int | None:
+    """Position of the first C0/C1 control character other than tab and newlines (they break logs and
+    tokenizers), or None; one rule for queries and document texts."""
+    for i, c in enumerate(text):
+        if (ord(c) < 32 and c not in "\t\n\r") or 127 <= ord(c) < 160:
+            return i
+    return None
+
+
+def nesting_depth(value: Any) -> int:
+    """How deep objects and lists nest in a JSON value (a scalar is 0, `{}` is 1); iterative, so a hostile
+    value cannot exhaust the stack."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 PlainStr = Annotated[str, AfterValidator(_plain)]
 IdStr = Annotated[str, AfterValidator(_identifier)]
 
@@ -58,7 +82,7 @@ class DocumentIn(_Strict):
     def _encodable(cls, value: dict[str, Any]) -> dict[str, Any]:
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except (UnicodeEncodeError, ValueError) as exc:
+        except (UnicodeEncodeError, ValueError, RecursionError) as exc:
             raise ValueError(f"metadata is not storable as UTF-8 JSON ({type(exc).__name__})") from None
         return value
 

@@ -5,6 +5,8 @@ The same qdrant-client calls run against local mode (a folder) and a Qdrant serv
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +21,8 @@ from flywheel.types import Document, Hit
 
 # Collection metadata key naming the encoder backend that made the collection's vectors.
 BACKEND_KEY = "flywheel_vectors_backend"
+# Payload key holding `content_hash` of what a point was embedded from (points written before it have none).
+HASH_KEY = "content_hash"
 # Fixed namespace so the same document id maps to the same point id in every collection and process.
 _POINT_NAMESPACE = uuid.UUID("3f1c6a52-8f0e-4d55-9a51-2b6f0b6e7a10")
 
@@ -26,6 +30,12 @@ _POINT_NAMESPACE = uuid.UUID("3f1c6a52-8f0e-4d55-9a51-2b6f0b6e7a10")
 def point_id(doc_id: str) -> str:
     """Map a user's document id (any string) to a stable Qdrant point id (UUID5)."""
     return str(uuid.uuid5(_POINT_NAMESPACE, doc_id))
+
+
+def content_hash(text: str, metadata: dict[str, Any] | None) -> str:
+    """A digest of a document's text and metadata, so start-up repair can tell a point from a stale copy."""
+    canonical = json.dumps([text, metadata or {}], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def open_qdrant(settings: Settings) -> QdrantClient:
@@ -159,7 +169,12 @@ class Index:
                 models.PointStruct(
                     id=point_id(d.id),
                     vector=vectors[start + i].tolist(),
-                    payload={"doc_id": d.id, "text": d.text, "metadata": d.metadata},
+                    payload={
+                        "doc_id": d.id,
+                        "text": d.text,
+                        "metadata": d.metadata,
+                        HASH_KEY: content_hash(d.text, d.metadata),
+                    },
                 )
                 for i, d in enumerate(chunk)
             ]
@@ -200,3 +215,23 @@ class Index:
                 yield [p.payload["doc_id"] for p in points], np.asarray([p.vector for p in points], np.float32)
             if offset is None:
                 return
+
+    def content_hashes(self, version: str, batch_size: int = 1024) -> dict[str, str]:
+        """Document id -> `content_hash` of every point in a version's collection (start-up repair).
+
+        Reads only ids and hashes; a point written before hashes were stored is hashed from its payload.
+        """
+        name = self.collection(version)
+        found: dict[str, str] = {}
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                name, limit=batch_size, offset=offset, with_payload=["doc_id", HASH_KEY], with_vectors=False
+            )
+            found.update({p.payload["doc_id"]: p.payload[HASH_KEY] for p in points if HASH_KEY in p.payload})
+            unhashed = [p.id for p in points if HASH_KEY not in p.payload]
+            if unhashed:
+                for p in self.client.retrieve(name, ids=unhashed, with_payload=True, with_vectors=False):
+                    found[p.payload["doc_id"]] = content_hash(p.payload.get("text", ""), p.payload.get("metadata"))
+            if offset is None:
+                return found

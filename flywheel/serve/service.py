@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from flywheel.config import Settings
 from flywheel.errors import IndexMismatch, NotFound
@@ -23,13 +25,16 @@ from flywheel.models.encoder import Encoder, compatible, load_encoder
 from flywheel.models.loading import load_model
 from flywheel.models.query_adapter import QueryAdapter
 from flywheel.models.registry import ModelVersion, Registry
-from flywheel.serve.index import Index, open_qdrant
+from flywheel.serve.index import Index, content_hash, open_qdrant
+from flywheel.serve.recovery import settle_promoted_cycles
 from flywheel.serve.store import Store
 from flywheel.types import Document, Event, Hit, Impression
 from flywheel.util.files import utcnow
 from flywheel.util.progress import progress_bar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,8 @@ class Service:
         """Open every part of a data dir and make the serving side consistent with the registry.
 
         On first start the base model becomes the incumbent and the corpus (if any) is embedded; on a
-        restart after a crash, leftovers are repaired (see `reconcile`).
+        restart after a crash, leftovers are repaired (see `reconcile`), and a cycle cut short after its
+        candidate was promoted is recorded as promoted (see `settle_promoted_cycles`).
 
         Raises:
             StoreLocked: another process holds the data dir.
@@ -76,6 +82,7 @@ class Service:
         service = cls(settings, store, index, Registry(settings.models_dir))
         try:
             service.reconcile(progress=progress)
+            settle_promoted_cycles(store, service.registry)
         except BaseException:
             service.close()
             raise
@@ -202,20 +209,30 @@ class Service:
             self.embed_into(version, bulk, batch, progress=progress)
 
     def _repair(self, version: str, encoder: Encoder, progress: bool) -> None:
-        """Embed documents missing from the collection and drop points with no document."""
-        if self.index.count(version) == self.store.count_documents():
+        """Make a collection hold exactly the stored documents: embed missing and changed ones, drop the rest.
+
+        Ids and content hashes are compared, not counts: a crash between the Qdrant upsert and the DuckDB
+        commit of a replace leaves the same ids on both sides, but a point embedded from text DuckDB never
+        committed. DuckDB is the source of truth.
+        """
+        in_index = self.index.content_hashes(version)
+        stored: set[str] = set()
+        todo: list[Document] = []
+        for batch in self.store.iter_documents(batch_size=2048):
+            for doc in batch:
+                stored.add(doc.id)
+                if in_index.get(doc.id) != content_hash(doc.text, doc.metadata):
+                    todo.append(doc)
+        stale = sorted(set(in_index) - stored)
+        if not todo and not stale:
             return
-        in_index: set[str] = set()
-        for ids, _ in self.index.scroll_vectors(version):
-            in_index.update(ids)
-        in_store = {r[0] for r in self.store.query("SELECT id FROM documents")}
-        stale = sorted(in_index - in_store)
-        missing = in_store - in_index
-        log.warning("repairing %s: %d missing, %d stale points", version, len(missing), len(stale))
+        missing = sum(1 for d in todo if d.id not in in_index)
+        log.warning(
+            "repairing %s: %d missing, %d changed, %d stale points", version, missing, len(todo) - missing, len(stale)
+        )
         self.index.delete(version, stale)
-        if missing:
-            docs = [d for batch in self.store.iter_documents() for d in batch if d.id in missing]
-            self.embed_into(version, encoder, docs, progress=progress)
+        if todo:
+            self.embed_into(version, encoder, todo, progress=progress)
 
     def embed_into(self, version: str, encoder: Encoder, docs: list[Document], progress: bool = False) -> None:
         """Encode documents and upsert them into a version's collection, in chunks, with a progress bar."""
@@ -264,6 +281,21 @@ class Service:
 
     def search(self, query: str, k: int, user_id: str | None = None, session_id: str | None = None) -> SearchResult:
         """Encode, search through the alias, and log the search and its impressions before answering."""
+        return self.answer(query, k, lambda result: result, user_id, session_id)
+
+    def answer(
+        self,
+        query: str,
+        k: int,
+        render: Callable[[SearchResult], T],
+        user_id: str | None = None,
+        session_id: str | None = None,
+    ) -> T:
+        """Search, make the caller's answer with `render`, then log the search and its impressions.
+
+        The answer is made before anything is logged, so a search that cannot be answered (a hit that cannot
+        be serialised) leaves no searches or impressions rows behind.
+        """
         while True:
             encoder, adapter = self.encoder, self._adapter
             vector = encoder.encode([query])[0]
@@ -275,6 +307,7 @@ class Service:
             break
         search_id = uuid.uuid4().hex
         version = adapter.version if adapter is not None else encoder.version
+        answer = render(SearchResult(search_id, version, hits))
         self.store.log_search(
             search_id,
             query,
@@ -286,7 +319,7 @@ class Service:
             query_vector=vector,  # the base's vector, before the adapter: what adapter cycles train on
             vector_version=encoder.version,
         )
-        return SearchResult(search_id, version, hits)
+        return answer
 
     def upsert_documents(self, docs: list[Document]) -> int:
         """Store documents in DuckDB and the serving collection; both or neither (a Qdrant error rolls back).

@@ -19,58 +19,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from flywheel.errors import InvalidInput, NotFound, StoreLocked
+from flywheel.errors import Conflict, InvalidInput, NotFound, StoreLocked
+from flywheel.serve.schema import MIGRATIONS
 from flywheel.types import Document, Event, Impression
 from flywheel.util.files import to_utc_naive, utcnow
 
 EVENT_TYPES = ("click", "skip", "thumbs_up", "thumbs_down")
-
-# Numbered migrations; each runs once, in order, inside a transaction, and is recorded in schema_migrations.
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (
-        1,
-        "documents, searches, impressions, events",
-        """
-        CREATE TABLE documents (
-            id VARCHAR PRIMARY KEY, text VARCHAR NOT NULL, metadata JSON, updated_at TIMESTAMP NOT NULL);
-        CREATE TABLE document_deletions (id VARCHAR NOT NULL, deleted_at TIMESTAMP NOT NULL);
-        CREATE TABLE searches (
-            search_id VARCHAR PRIMARY KEY, ts TIMESTAMP NOT NULL, query VARCHAR NOT NULL, k INTEGER NOT NULL,
-            model_version VARCHAR NOT NULL, user_id VARCHAR, session_id VARCHAR);
-        CREATE TABLE impressions (
-            search_id VARCHAR NOT NULL, rank INTEGER NOT NULL, doc_id VARCHAR NOT NULL, score DOUBLE NOT NULL);
-        CREATE TABLE events (
-            event_id VARCHAR PRIMARY KEY, search_id VARCHAR NOT NULL, doc_id VARCHAR NOT NULL,
-            type VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, received_at TIMESTAMP NOT NULL);
-        CREATE INDEX impressions_search ON impressions (search_id);
-        """,
-    ),
-    (
-        2,
-        "cycles and the cycle lock",
-        """
-        CREATE TABLE cycles (
-            cycle_id VARCHAR PRIMARY KEY, trigger VARCHAR NOT NULL, state VARCHAR NOT NULL, stage VARCHAR,
-            started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP, error VARCHAR, incumbent VARCHAR,
-            candidate VARCHAR, window_end TIMESTAMP);
-        CREATE TABLE cycle_lock (
-            id INTEGER PRIMARY KEY, cycle_id VARCHAR NOT NULL, owner VARCHAR NOT NULL,
-            acquired_at TIMESTAMP NOT NULL, heartbeat_at TIMESTAMP NOT NULL);
-        CREATE INDEX events_received ON events (received_at);
-        """,
-    ),
-    (
-        3,
-        "query vectors with each search; the kind of each cycle",
-        # The base model's query vector (float16 bytes, 768 B at 384 dims) and the base version that made it,
-        # so adapter cycles train on vectors the serving path already computed. NULL for older rows.
-        """
-        ALTER TABLE searches ADD COLUMN query_vector BLOB;
-        ALTER TABLE searches ADD COLUMN vector_version VARCHAR;
-        ALTER TABLE cycles ADD COLUMN kind VARCHAR;
-        """,
-    ),
-]
 
 
 def _x(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -300,6 +254,9 @@ class Store:
         Raises:
             InvalidInput: some event names an unknown search or a document not shown in that search;
                 the message names each bad event and nothing is written.
+            Conflict: an event_id comes again with other content (search_id, doc_id, type, or a ts that
+                differs where both copies give one): an idempotency key reused for another event; the message
+                names each and nothing is written.
         """
         if not events:
             return 0, 0
@@ -312,6 +269,7 @@ class Store:
                 "doc_id": [e.doc_id for e in events],
                 "type": [e.type for e in events],
                 "ts": pa.array([to_utc_naive(e.ts) or now for e in events], pa.timestamp("us")),
+                "ts_given": pa.array([e.ts is not None for e in events], pa.bool_()),
             }
         )
         with self.transaction() as con:
@@ -331,6 +289,9 @@ class Store:
                 )
                 if bad:
                     raise InvalidInput(_describe_bad_events(bad))
+                conflicts = _x(con, _CONFLICTS_SQL)
+                if conflicts:
+                    raise Conflict(_describe_conflicts(conflicts))
                 before = _x(con, "SELECT count(*) FROM events")[0][0]
                 _x(
                     con,
@@ -347,6 +308,24 @@ class Store:
             finally:
                 con.unregister("_ev_batch")
         return accepted, len(events) - accepted
+
+    # --- cycle records (the runner owns them; start-up recovery settles interrupted ones) ---------------
+
+    def interrupted_cycles(self) -> list[str]:
+        """Ids of cycles recorded as queued or running (at start-up: their process is gone)."""
+        return [r[0] for r in self.query("SELECT cycle_id FROM cycles WHERE state IN ('queued', 'running')")]
+
+    def settle_cycle(
+        self, cycle_id: str, state: str, candidate: str, finished_at: datetime, window_end: datetime | None
+    ) -> None:
+        """Record an interrupted cycle's outcome, learnt after the fact."""
+        with self.transaction() as con:
+            _x(
+                con,
+                "UPDATE cycles SET state = ?, stage = 'done', candidate = ?, finished_at = ?, window_end = ?, "
+                "error = NULL WHERE cycle_id = ?",
+                [state, candidate, finished_at, window_end, cycle_id],
+            )
 
     def stats(self) -> dict[str, int]:
         """Row counts of the main tables."""
@@ -365,6 +344,37 @@ def encode_vector(vector: np.ndarray) -> bytes:
 def decode_vector(blob: bytes) -> np.ndarray:
     """The float32 vector of `encode_vector`'s bytes."""
     return np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+
+
+# An event_id seen again (stored, or earlier in the batch) whose content differs. A stored event's ts equals its
+# received_at exactly when the client gave none: an omitted ts matches any, on either side.
+_CONFLICTS_SQL = """
+    SELECT b.idx, b.event_id, NULL AS first_idx, e.search_id, e.doc_id, e.type
+    FROM _ev_batch b JOIN events e ON e.event_id = b.event_id
+    WHERE e.search_id <> b.search_id OR e.doc_id <> b.doc_id OR e.type <> b.type
+       OR (b.ts_given AND e.ts <> e.received_at AND e.ts <> b.ts)
+    UNION ALL
+    SELECT b.idx, b.event_id, f.idx AS first_idx, f.search_id, f.doc_id, f.type
+    FROM _ev_batch b JOIN _ev_batch f ON f.event_id = b.event_id AND f.idx < b.idx
+    WHERE f.search_id <> b.search_id OR f.doc_id <> b.doc_id OR f.type <> b.type
+       OR (b.ts_given AND f.ts_given AND f.ts <> b.ts)
+    ORDER BY idx LIMIT 20
+"""
+
+
+def _describe_conflicts(rows: list[tuple[Any, ...]]) -> str:
+    """One message naming every event whose event_id was already used for another event."""
+    parts = []
+    for idx, event_id, first_idx, search_id, doc_id, type_ in rows:
+        where = "was already stored" if first_idx is None else f"is already used by events[{first_idx}]"
+        parts.append(
+            f"events[{idx}] (event_id {event_id!r}): this event_id {where} for another event "
+            f"(search_id {search_id!r}, doc_id {doc_id!r}, type {type_!r})"
+        )
+    return (
+        "batch rejected, nothing was stored: " + "; ".join(parts) + ". An event_id is an idempotency key: "
+        "resend an event unchanged, and give each new event its own event_id"
+    )
 
 
 def _describe_bad_events(bad: list[tuple[Any, ...]]) -> str:

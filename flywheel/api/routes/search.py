@@ -1,14 +1,15 @@
-"""The search route: validate the query against the settings' limits, search, and log what was shown."""
+"""The search route: validate the query against the settings' limits, search, answer, and log what was shown."""
 
 from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from flywheel.api.deps import SearchKey, ServiceDep, SettingsDep
-from flywheel.api.schemas import HitOut, SearchIn, SearchOut
+from flywheel.api.schemas import HitOut, SearchIn, SearchOut, control_char
 from flywheel.errors import InvalidInput
+from flywheel.serve.service import SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -16,14 +17,14 @@ router = APIRouter()
 
 
 @router.post("/search", response_model=SearchOut, dependencies=[SearchKey], tags=["search"])
-def search(body: SearchIn, svc: ServiceDep, settings: SettingsDep) -> SearchOut:
+def search(body: SearchIn, svc: ServiceDep, settings: SettingsDep) -> Response:
     """Nearest-neighbour search; the search and the hits shown are logged for feedback."""
     query = body.query.strip()
     if not query:
         raise InvalidInput("query must not be empty")
     if len(body.query) > settings.max_query_chars:
         raise InvalidInput(f"query is {len(body.query)} characters; the limit is {settings.max_query_chars}")
-    if has_control_chars(body.query):
+    if control_char(body.query) is not None:
         raise InvalidInput("query contains control characters; send plain text")
     k = settings.default_k if body.k is None else body.k
     if not 1 <= k <= settings.max_k:
@@ -32,15 +33,16 @@ def search(body: SearchIn, svc: ServiceDep, settings: SettingsDep) -> SearchOut:
         value = getattr(body, name)
         if value is not None and len(value) > settings.max_id_chars:
             raise InvalidInput(f"{name} is over {settings.max_id_chars} characters")
-    result = svc.search(body.query, k, body.user_id, body.session_id)
+
+    def render(result: SearchResult) -> Response:
+        # Serialised here, before the service logs the search: an answer that cannot be made logs nothing.
+        hits = [
+            HitOut(doc_id=h.doc_id, text=h.text, score=h.score, rank=i, metadata=h.metadata)
+            for i, h in enumerate(result.hits, start=1)
+        ]
+        out = SearchOut(search_id=result.search_id, model_version=result.model_version, hits=hits)
+        return Response(out.model_dump_json(), media_type="application/json")
+
+    result, response = svc.answer(body.query, k, lambda r: (r, render(r)), body.user_id, body.session_id)
     log.info("search", extra={"search_id": result.search_id, "model_version": result.model_version, "k": k})
-    hits = [
-        HitOut(doc_id=h.doc_id, text=h.text, score=h.score, rank=i, metadata=h.metadata)
-        for i, h in enumerate(result.hits, start=1)
-    ]
-    return SearchOut(search_id=result.search_id, model_version=result.model_version, hits=hits)
-
-
-def has_control_chars(text: str) -> bool:
-    """True for C0/C1 control characters other than tab and newlines (they break logs and tokenizers)."""
-    return any((ord(c) < 32 and c not in "\t\n\r") or 127 <= ord(c) < 160 for c in text)
+    return response
