@@ -118,31 +118,44 @@ def demo(
         "flywheel-demo"
     ),
     force: Annotated[bool, typer.Option("--force", help="Replace a previous demo's folder.")] = False,
-    queries: Annotated[int, typer.Option(help="Distinct simulated queries (of the shipped 3,500).", min=10)] = 3000,
+    queries: Annotated[
+        int, typer.Option(help="Distinct simulated queries (of the world's traffic queries).", min=10)
+    ] = 3000,
     rounds: Annotated[int, typer.Option(help="Times each query is asked.", min=1)] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the simulated users.")] = 0,
     base_model: Annotated[str | None, typer.Option(help="Model to start from (default: packaged MiniLM).")] = None,
+    world: Annotated[
+        str | None, typer.Option(help="The shipped world to run on: quora (the default) or scifact.")
+    ] = None,
     beir: Annotated[
         Path | None,
-        typer.Option(help="A BEIR folder to use instead of the shipped Quora set (corpus, queries, qrels)."),
+        typer.Option(help="A BEIR folder to use instead of a shipped world (corpus, queries, qrels)."),
     ] = None,
 ) -> None:
-    """The whole loop on real Quora questions: ingest, simulated users over HTTP, one cycle, before/after."""
+    """The whole loop on real data (Quora by default): ingest, simulated users over HTTP, one cycle, before/after.
+
+    The users ask only the world's traffic queries; its check queries are held back from the cycle.
+    """
     import time
 
     def go() -> None:
-        from flywheel.lab.demo import DemoPlan, demo_settings, load_world, prepare_data_dir, print_result, run_demo
+        from flywheel.lab.demo import DemoPlan, demo_settings, prepare_data_dir, print_result, run_demo
+        from flywheel.lab.worlds import load_beir_world, load_world
 
         started = time.monotonic()
-        world = load_world(beir) if beir else load_world()
+        if world and beir:
+            raise InvalidInput("choose either --world or --beir, not both")
+        chosen = load_beir_world(beir) if beir else load_world(world or "quora")
         settings = demo_settings(data_dir, **({"base_model": base_model} if base_model else {}))
         prepare_data_dir(data_dir, force)
         basic_logging("warning")
         console.print(
-            f"flywheel demo in {data_dir}: {len(world.corpus):,} documents, "
-            f"{min(queries, len(world.queries)):,} distinct queries x {rounds} round(s)"
+            f"flywheel demo in {data_dir}: {chosen.name}, {len(chosen.corpus):,} documents, "
+            f"{min(queries, len(chosen.traffic_queries)):,} distinct queries x {rounds} round(s) "
+            f"({len(chosen.check_queries):,} check queries held back)"
         )
-        result = run_demo(settings, world, DemoPlan(queries=queries, rounds=rounds, seed=seed), console)
+        plan = DemoPlan(queries=queries, rounds=rounds, seed=seed)
+        result = run_demo(settings, chosen.traffic(), plan, console)
         print_result(console, result)
         console.print(f"total {time.monotonic() - started:.0f} s")
         if result.decision == "failed":

@@ -1,10 +1,10 @@
-"""`flywheel demo`: the whole loop on real Quora questions, in one command, through the real HTTP API.
+"""`flywheel demo`: the whole loop on real data (Quora by default), in one command, through the real HTTP API.
 
-A fresh data dir gets the shipped Quora retrieval set (flywheel/data/quora/demo, built by
-scripts/build_quora_demo.py); an in-process server on a free loopback port serves it; simulated users
-(flywheel.lab.simulate) search and click through HTTP; one cycle runs through `POST /cycles` exactly as in
-production (whatever the default cycle mode is); then the before/after table, the gate's decision and
-the report's path are printed.
+A fresh data dir gets a world's corpus (`flywheel.lab.worlds.load_world`: the shipped Quora set by default,
+or SciFact, or a BEIR folder); an in-process server on a free loopback port serves it; simulated users
+(flywheel.lab.simulate) ask the world's traffic queries through HTTP (its check queries stay unseen); one
+cycle runs through `POST /cycles` exactly as in production (whatever the default cycle mode is); then the
+before/after table, the gate's decision and the report's path are printed.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def prepare_data_dir(data_dir: Path, force: bool = False) -> None:
 
 
 def load_world(folder: Path = DEMO_DATA) -> RetrievalSet:
-    """The shipped Quora retrieval set: duplicate questions as queries, a corpus, and human judgements."""
+    """A BEIR folder whole, check queries included (default: shipped Quora); the demo runs on a World's traffic."""
     return load_beir(folder)
 
 
@@ -155,7 +155,7 @@ def run_demo(settings: Settings, world: RetrievalSet, plan: DemoPlan, console: C
 
     Args:
         settings: from `demo_settings` (the data dir must be prepared).
-        world: corpus, queries and judgements (see `load_world`).
+        world: corpus, queries and judgements (the `traffic()` of a `flywheel.lab.worlds.World`).
         plan: traffic size and user behaviour.
         console: where progress and stage messages go (None: silent).
 

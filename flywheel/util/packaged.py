@@ -19,3 +19,4 @@ def packaged_model_path() -> str:
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 QUORA_DEV_PAIRS = DATA_DIR / "quora" / "dev.jsonl.gz"
 QUORA_DEMO = DATA_DIR / "quora" / "demo"
+SCIFACT_WORLD = DATA_DIR / "scifact"
