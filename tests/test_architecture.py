@@ -1,8 +1,10 @@
-"""The package's shape: layers import only downward, no import circle, no private name crosses a module."""
+"""The package's shape: layers import only downward, no import circle, no private name crosses a module, SQL
+lives in the store layer."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +78,18 @@ def test_no_private_name_is_imported_across_modules() -> None:
                     if a.name.startswith("_") and not a.name.endswith("__")
                 ]
     assert offenders == []
+
+
+SQL_MODULES = {"serve/store.py", "serve/ledger.py", "serve/schema.py"}  # the store layer: the only SQL
+
+
+def test_sql_is_written_only_in_the_store_layer() -> None:
+    sql = re.compile(r"\b(SELECT|INSERT INTO|DELETE FROM|UPDATE \w+ SET|CREATE TABLE|ALTER TABLE)\b")
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).as_posix() in SQL_MODULES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and sql.search(node.value):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not offenders, f"SQL outside {sorted(SQL_MODULES)}: {offenders}"

@@ -7,6 +7,7 @@ import logging
 from datetime import UTC, datetime
 
 from flywheel.models.registry import Registry
+from flywheel.serve.ledger import CycleLedger
 from flywheel.serve.store import Store
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,8 @@ def settle_promoted_cycles(store: Store, registry: Registry) -> list[str]:
     A cycle promotes its candidate in the registry (what a restart serves) before it records its own state;
     a crash in between left it `running`. The candidate's meta.json names the cycle that made it.
     """
-    interrupted = set(store.interrupted_cycles())
+    ledger = CycleLedger(store, owner="recovery")
+    interrupted = set(ledger.ids_in_state("queued", "running"))
     if not interrupted:
         return []
     promoted_at = {h["version"]: h["at"] for h in registry.history() if h["action"] == "promoted"}
@@ -28,12 +30,14 @@ def settle_promoted_cycles(store: Store, registry: Registry) -> list[str]:
         if cycle_id not in interrupted or entry.version not in promoted_at:
             continue
         end = (entry.made_by.get("window") or {}).get("end")
-        store.settle_cycle(
+        ledger.update(
             cycle_id,
-            "promoted",
+            state="promoted",
+            stage="done",
             candidate=entry.version,
             finished_at=_naive(promoted_at[entry.version]),
             window_end=_naive(end) if end else None,
+            error=None,
         )
         log.warning("cycle %s was interrupted after promoting %s: recorded as promoted", cycle_id, entry.version)
         settled.append(cycle_id)

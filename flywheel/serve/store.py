@@ -311,22 +311,6 @@ class Store:
 
     # --- cycle records (the runner owns them; start-up recovery settles interrupted ones) ---------------
 
-    def interrupted_cycles(self) -> list[str]:
-        """Ids of cycles recorded as queued or running (at start-up: their process is gone)."""
-        return [r[0] for r in self.query("SELECT cycle_id FROM cycles WHERE state IN ('queued', 'running')")]
-
-    def settle_cycle(
-        self, cycle_id: str, state: str, candidate: str, finished_at: datetime, window_end: datetime | None
-    ) -> None:
-        """Record an interrupted cycle's outcome, learnt after the fact."""
-        with self.transaction() as con:
-            _x(
-                con,
-                "UPDATE cycles SET state = ?, stage = 'done', candidate = ?, finished_at = ?, window_end = ?, "
-                "error = NULL WHERE cycle_id = ?",
-                [state, candidate, finished_at, window_end, cycle_id],
-            )
-
     def stats(self) -> dict[str, int]:
         """Row counts of the main tables."""
         row = self.query(

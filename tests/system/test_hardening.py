@@ -233,7 +233,7 @@ def test_recovery_keeps_a_cycle_whose_model_the_registry_promoted(settings: Sett
         service = api.app.state.service
         # A cycle that promoted its candidate in the registry, then the process died before recording it.
         runner = CycleRunner(service)
-        runner._acquire("c-promoted", "api")
+        runner.ledger.acquire("c-promoted", "api", "full", None)
         runner.update("c-promoted", state="running", stage="swap")
         registry: Registry = service.registry
         version, _ = registry.allocate()
@@ -262,7 +262,7 @@ def test_recovery_keeps_a_cycle_whose_model_the_registry_promoted(settings: Sett
 def test_recovery_still_fails_a_cycle_whose_model_was_not_promoted(settings: Settings) -> None:
     with TestClient(create_app(settings)) as api:
         runner = CycleRunner(api.app.state.service)
-        runner._acquire("c-cut", "api")
+        runner.ledger.acquire("c-cut", "api", "full", None)
         runner.update("c-cut", state="running", stage="train")
     with TestClient(create_app(settings)) as api:
         record = api.get("/cycles/c-cut").json()
