@@ -27,10 +27,14 @@ def _identifier(value: str) -> str:
 
 
 def control_char(text: str) -> int | None:
-    """Position of the first C0/C1 control character other than tab and newlines (they break logs and
-    tokenizers), or None; one rule for queries and document texts."""
+    """Position of the first C0 control character other than tab and newlines, or DEL (they break terminals,
+    logs and tokenizers), or None; one rule for queries and document texts.
+
+    C1 characters (U+0080-U+009F) are let through: real corpora carry them as mis-decoded punctuation (U+0096
+    for an en dash from cp1252), and refusing a whole batch for one would be worse than indexing it.
+    """
     for i, c in enumerate(text):
-        if (ord(c) < 32 and c not in "\t\n\r") or 127 <= ord(c) < 160:
+        if (ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127:
             return i
     return None
 

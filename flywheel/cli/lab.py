@@ -121,41 +121,60 @@ def demo(
     queries: Annotated[
         int, typer.Option(help="Distinct simulated queries (of the world's traffic queries).", min=10)
     ] = 3000,
-    rounds: Annotated[int, typer.Option(help="Times each query is asked.", min=1)] = 1,
+    rounds: Annotated[int, typer.Option(help="Uniform traffic: times each query is asked.", min=1)] = 3,
+    traffic: Annotated[
+        str, typer.Option(help="uniform (every query `rounds` times) or zipf (popular questions come back).")
+    ] = "uniform",
+    searches: Annotated[
+        int | None, typer.Option(help="Zipf traffic: searches in all (default: rounds x queries).", min=1)
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated users.")] = 0,
     base_model: Annotated[str | None, typer.Option(help="Model to start from (default: packaged MiniLM).")] = None,
     world: Annotated[
-        str | None, typer.Option(help="The shipped world to run on: quora (the default) or scifact.")
+        str | None, typer.Option(help="The shipped world to run on: scifact (the default) or quora.")
     ] = None,
     beir: Annotated[
         Path | None,
         typer.Option(help="A BEIR folder to use instead of a shipped world (corpus, queries, qrels)."),
     ] = None,
 ) -> None:
-    """The whole loop on real data (Quora by default): ingest, simulated users over HTTP, one cycle, before/after.
+    """The whole loop on real data (SciFact by default): ingest, simulated users over HTTP, one cycle, before/after.
 
     The users ask only the world's traffic queries; its check queries are held back from the cycle.
     """
     import time
 
     def go() -> None:
-        from flywheel.lab.demo import DemoPlan, demo_settings, prepare_data_dir, print_result, run_demo
+        from flywheel.lab.demo import DEMO_USER, DemoPlan, demo_settings, prepare_data_dir, print_result, run_demo
+        from flywheel.lab.simulate import Traffic
         from flywheel.lab.worlds import load_beir_world, load_world
 
         started = time.monotonic()
+        if traffic not in ("uniform", "zipf"):
+            raise InvalidInput(f"unknown traffic {traffic!r}: use 'uniform' or 'zipf'")
         if world and beir:
             raise InvalidInput("choose either --world or --beir, not both")
-        chosen = load_beir_world(beir) if beir else load_world(world or "quora")
+        chosen = load_beir_world(beir) if beir else load_world(world or "scifact")
         settings = demo_settings(data_dir, **({"base_model": base_model} if base_model else {}))
         prepare_data_dir(data_dir, force)
         basic_logging("warning")
         console.print(
             f"flywheel demo in {data_dir}: {chosen.name}, {len(chosen.corpus):,} documents, "
-            f"{min(queries, len(chosen.traffic_queries)):,} distinct queries x {rounds} round(s) "
+            f"{min(queries, len(chosen.traffic_queries)):,} distinct queries, {traffic} traffic "
             f"({len(chosen.check_queries):,} check queries held back)"
         )
-        plan = DemoPlan(queries=queries, rounds=rounds, seed=seed)
-        result = run_demo(settings, chosen.traffic(), plan, console)
+        distinct = min(queries, len(chosen.traffic_queries))
+        plan = DemoPlan(
+            queries=queries,
+            traffic=Traffic(
+                popularity=traffic,
+                rounds=rounds,
+                searches=(searches or rounds * distinct) if traffic == "zipf" else None,
+                user=DEMO_USER,
+            ),
+            seed=seed,
+        )
+        result = run_demo(settings, chosen, plan, console)
         print_result(console, result)
         console.print(f"total {time.monotonic() - started:.0f} s")
         if result.decision == "failed":

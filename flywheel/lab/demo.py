@@ -1,10 +1,11 @@
-"""`flywheel demo`: the whole loop on real data (Quora by default), in one command, through the real HTTP API.
+"""`flywheel demo`: the whole loop on real data (SciFact by default), in one command, through the real HTTP API.
 
-A fresh data dir gets a world's corpus (`flywheel.lab.worlds.load_world`: the shipped Quora set by default,
-or SciFact, or a BEIR folder); an in-process server on a free loopback port serves it; simulated users
+A fresh data dir gets a world's corpus (`flywheel.lab.worlds.load_world`: the shipped SciFact set by default,
+or Quora, or a BEIR folder); an in-process server on a free loopback port serves it; simulated users
 (flywheel.lab.simulate) ask the world's traffic queries through HTTP (its check queries stay unseen); one
 cycle runs through `POST /cycles` exactly as in production (whatever the default cycle mode is); then the
-before/after table, the gate's decision and the report's path are printed.
+gate's two views, its decision, and what serves before and after on the check queries no cycle saw (with a
+paired 95% CI) are printed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ from flywheel.cycle.report.files import report_html_path
 from flywheel.cycle.runner import resolve_mode
 from flywheel.errors import FlywheelError, InvalidInput
 from flywheel.formats.beir import RetrievalSet, load_beir
-from flywheel.lab.simulate import UserModel, simulate
+from flywheel.lab.check import compare_check, serving_scores
+from flywheel.lab.simulate import Traffic, UserModel, simulate_traffic
+from flywheel.lab.worlds import World
+from flywheel.serve.service import Service
 from flywheel.util.packaged import QUORA_DEMO
 from flywheel.util.progress import progress_bar
 
@@ -41,11 +45,7 @@ MARKER = ".flywheel-demo"  # written first into a demo dir, so --force only ever
 
 # Settings the demo runs with unless a FLYWHEEL_* variable says otherwise (the rest keep their defaults).
 # Each is a normal setting a deployment could choose; none touches how the gate decides.
-DEMO_SETTINGS: dict[str, Any] = {
-    # The demo has one burst of traffic rather than months of it: hold out more query groups than the
-    # default 20% so the held-out error has a CI narrow enough to show a real change.
-    "heldout_percent": 40,
-}
+DEMO_SETTINGS: dict[str, Any] = {}
 # Added only when the cycle fine-tunes the whole model (not in adapter mode, which has its own defaults):
 # a capped number of small steps at a learning rate above the library default, sized for a 2-core CPU.
 FULL_FINETUNE_SETTINGS: dict[str, Any] = {
@@ -55,14 +55,18 @@ FULL_FINETUNE_SETTINGS: dict[str, Any] = {
 }
 
 
+# The demo's users: position-based examination (rank r is looked at with probability 1/r), 5% misclicks
+# per result looked at, 5% who leave at once, some thumbs (see flywheel.lab.simulate).
+DEMO_USER = UserModel(click_prob=0.9, examination="pbm", eta=1.0, thumbs_up=0.1, thumbs_down=0.02)
+
+
 @dataclass(frozen=True)
 class DemoPlan:
     """How much traffic the demo simulates, and how its users behave."""
 
-    queries: int = 3000
-    rounds: int = 1
+    queries: int = 3000  # at most this many distinct traffic queries
+    traffic: Traffic = field(default_factory=lambda: Traffic(rounds=3, user=DEMO_USER))
     seed: int = 0
-    user: UserModel = field(default_factory=UserModel)
     ingest_batch: int = 256
 
 
@@ -75,6 +79,7 @@ class DemoResult:
     simulation: dict[str, int]
     timings: dict[str, float]
     rows: list[list[str]] = field(default_factory=list)
+    check: dict[str, Any] | None = None  # what serves before vs after on the check queries (compare_check)
 
     @property
     def decision(self) -> str:
@@ -124,14 +129,16 @@ def load_world(folder: Path = DEMO_DATA) -> RetrievalSet:
 
 
 @contextmanager
-def serve_in_thread(settings: Settings) -> Iterator[httpx.Client]:
-    """Run the real app under uvicorn on a free loopback port; yield an authorised HTTP client for it."""
+def serve_in_thread(settings: Settings) -> Iterator[tuple[httpx.Client, Service]]:
+    """Run the real app under uvicorn on a free loopback port; yield an authorised HTTP client for it and the
+    app's Service (the demo judges check queries in-process, so they never enter the search log)."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="demo-server", daemon=True)
     thread.start()
@@ -143,43 +150,46 @@ def serve_in_thread(settings: Settings) -> Iterator[httpx.Client]:
         key = settings.admin_keys[0]
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=600.0) as http:
-            yield http
+            yield http, app.state.service
     finally:
         server.should_exit = True
         thread.join(60)
         sock.close()
 
 
-def run_demo(settings: Settings, world: RetrievalSet, plan: DemoPlan, console: Console | None = None) -> DemoResult:
-    """Ingest, simulate, run one cycle, and collect the before/after numbers.
+def run_demo(settings: Settings, world: World, plan: DemoPlan, console: Console | None = None) -> DemoResult:
+    """Ingest, simulate traffic, run one cycle, and judge what serves before and after on the check queries.
 
     Args:
         settings: from `demo_settings` (the data dir must be prepared).
-        world: corpus, queries and judgements (the `traffic()` of a `flywheel.lab.worlds.World`).
+        world: corpus, traffic queries (users ask them) and check queries (no cycle sees them).
         plan: traffic size and user behaviour.
         console: where progress and stage messages go (None: silent).
 
     Returns:
-        The report, its HTML path, the simulation counts, timings and the table rows.
+        The report, its HTML path, the simulation counts, timings, the table rows and the check comparison.
 
     Raises:
         FlywheelError: the server answered an error (the message says which call).
     """
     say = console.print if console else (lambda *a, **k: None)
     timings: dict[str, float] = {}
-    queries = dict(list(world.queries.items())[: plan.queries])
-    with serve_in_thread(settings) as http:
+    traffic = world.traffic()
+    queries = dict(list(traffic.queries.items())[: plan.queries])
+    with serve_in_thread(settings) as (http, service):
         t0 = time.monotonic()
-        _ingest(http, world, plan.ingest_batch, console)
+        _ingest(http, traffic, plan.ingest_batch, console)
         timings["ingest_s"] = time.monotonic() - t0
-        say(f"ingested {len(world.corpus):,} documents through POST /documents ({timings['ingest_s']:.0f} s)")
+        say(f"ingested {len(traffic.corpus):,} documents through POST /documents ({timings['ingest_s']:.0f} s)")
+        before = serving_scores(service, world.check_queries, world.check_relevant) if world.check_queries else None
 
         t0 = time.monotonic()
-        sim = simulate(http, queries, world.relevant, plan.user, plan.seed, plan.rounds, progress=console is not None)
+        sim = simulate_traffic(http, queries, traffic.relevant, plan.traffic, plan.seed, progress=console is not None)
         timings["simulate_s"] = time.monotonic() - t0
         say(
-            f"simulated {sim.searches:,} searches: {sim.clicks:,} clicks ({sim.wrong_clicks} wrong), "
-            f"{sim.skips:,} skips, {sim.abandoned:,} without a click ({timings['simulate_s']:.0f} s)"
+            f"simulated {sim.searches:,} searches of {sim.distinct_queries:,} queries: {sim.clicks:,} clicks "
+            f"({sim.wrong_clicks} on irrelevant results), {sim.skips:,} skips, {sim.abandoned:,} without a click "
+            f"({timings['simulate_s']:.0f} s)"
         )
 
         t0 = time.monotonic()
@@ -187,9 +197,12 @@ def run_demo(settings: Settings, world: RetrievalSet, plan: DemoPlan, console: C
         _wait_for_cycle(http, cycle_id, console)
         timings["cycle_s"] = time.monotonic() - t0
         report = _call(http, "GET", f"/reports/{cycle_id}")
+        after = serving_scores(service, world.check_queries, world.check_relevant) if before is not None else None
     html = report_html_path(settings.reports_dir, cycle_id)
     result = DemoResult(report, html, vars(sim), {k: round(v, 1) for k, v in timings.items()})
     result.rows = table_rows(report)
+    if before is not None and after is not None:
+        result.check = compare_check(before, after, seed=settings.seed)
     return result
 
 
@@ -225,9 +238,27 @@ def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
 
 
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
-    """The before/after rows: metric, incumbent, candidate, change with its 95% CI, and what it was measured on."""
+    """The gate's before/after rows: measure, incumbent, candidate, change with its 95% CI, and on what."""
+    metrics = report.get("metrics") or {}
     rows: list[list[str]] = []
-    pair = (report.get("metrics") or {}).get("pair_error")
+    for key, label in (("next_traffic", "next traffic"), ("retrieval", "unseen queries")):
+        view = metrics.get(key)
+        if not view or "ndcg@10" not in view:
+            rows.append([f"nDCG@10, {label}", "not measured", "", "", _UNMEASURED[key]])
+            continue
+        m = view["ndcg@10"]
+        lo, hi = m["ci95"]
+        mde = (view.get("mde") or {}).get("ndcg@10")
+        rows.append(
+            [
+                f"nDCG@10, {label}",
+                f"{m['incumbent']:.3f}",
+                f"{m['candidate']:.3f}",
+                f"{m['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}]",
+                f"{view['n_queries']} held-out searches" + (f" (detectable: {mde:.3f})" if mde else ""),
+            ]
+        )
+    pair = metrics.get("pair_error")
     if pair:
         inc, cand = pair["incumbent"], pair["candidate"]
         lo, hi = pair["delta_ci95"]
@@ -242,35 +273,35 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
         )
     else:
         rows.append(["pair error", "not measured", "", "", "too few held-out pairs"])
-    retrieval = (report.get("metrics") or {}).get("retrieval")
-    for name in ("ndcg@10", "mrr@10"):
-        if retrieval and name in retrieval:
-            m = retrieval[name]
-            lo, hi = m["ci95"]
-            rows.append(
-                [
-                    _LABELS[name],
-                    f"{m['incumbent']:.3f}",
-                    f"{m['candidate']:.3f}",
-                    f"{m['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}]",
-                    f"{retrieval['n_queries']} held-out queries",
-                ]
-            )
-        else:
-            rows.append([_LABELS[name], "not measured", "", "", "measured only once pair error passes"])
     return rows
 
 
-_LABELS = {"ndcg@10": "nDCG@10", "mrr@10": "MRR@10"}
+_UNMEASURED = {
+    "next_traffic": "no search of the latest window has a click",
+    "retrieval": "no held-out query has a click (or the gate stopped first)",
+}
 
 
 def _pct(value: float, ci: list[float]) -> str:
     return f"{value * 100:.1f}% [{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]"
 
 
+def check_line(check: dict[str, Any]) -> str:
+    """One line on what serves before and after the cycle, on the check queries no cycle saw."""
+    m = check["delta"]["ndcg@10"]
+    lo, hi = m["ci95"]
+    before, after = check["incumbent"]["ndcg@10"], check["candidate"]["ndcg@10"]
+    relative = f" ({m['relative'] * 100:+.1f}%)" if m.get("relative") is not None else ""
+    verdict = "better" if lo > 0 else ("worse" if hi < 0 else "no change the CI can tell")
+    return (
+        f"check queries no cycle saw ({check['n_queries']}): nDCG@10 {before:.3f} -> {after:.3f}{relative}, "
+        f"95% CI of the change {lo:+.3f}..{hi:+.3f}: {verdict}"
+    )
+
+
 def print_result(console: Console, result: DemoResult) -> None:
     """The before/after table, the decision with its reasons, and where the report is."""
-    table = Table(title="held-out queries: serving model (before) vs the cycle's candidate (after)")
+    table = Table(title="the gate's held-out feedback: serving model (before) vs the cycle's candidate (after)")
     for header in ("metric", "before [95% CI]", "after [95% CI]", "change [95% CI]", "on"):
         table.add_column(header)
     for row in result.rows:
@@ -293,6 +324,8 @@ def print_result(console: Console, result: DemoResult) -> None:
         console.print(f"decision: [red]{result.decision.upper()}[/red]: {report['incumbent']} keeps serving")
     for reason in report.get("reasons") or []:
         console.print(f"  - {reason}", highlight=False)
+    if result.check is not None:
+        console.print(check_line(result.check), highlight=False)
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in (report.get("timings") or {}).items())
     console.print(f"cycle stages: {stages}")
     console.print(f"report: {result.report_html}")
