@@ -19,8 +19,8 @@ from flywheel.models.query_adapter import QueryAdapter, normalise
 from flywheel.models.registry import ModelVersion
 from flywheel.scoring.pair_error import compare_scored
 from flywheel.util.files import now_iso
-from tests.conftest import world_documents, world_queries
-from tests.test_cycle import simulate_users, wait_for
+from tests.helpers.cycles import simulate_users, wait_for
+from tests.helpers.factories import world_documents, world_queries
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -15,21 +14,11 @@ from flywheel.lab.evaluate import evaluate_pairs_file
 from flywheel.learn.query_adapter import AdapterConfig
 from flywheel.learn.query_adapter_file import train_adapter_file
 from flywheel.models.query_adapter import KIND, is_adapter_dir
-
-SHIPPED_DEV = Path(__file__).resolve().parent.parent / "flywheel" / "data" / "quora" / "dev.jsonl.gz"
-
-
-def quora_slice(tmp_path: Path, n: int = 500) -> Path:
-    """The first `n` shipped Quora dev pairs as a JSONL file (real, hard, labelled pairs)."""
-    with gzip.open(SHIPPED_DEV, "rt", encoding="utf-8") as fh:
-        lines = [line for line, _ in zip(fh, range(n), strict=False)]
-    path = tmp_path / "pairs.jsonl"
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
+from tests.helpers.factories import quora_pairs
 
 
 def test_adapter_fits_real_pairs_and_records_provenance(tmp_path: Path, minilm_path: str) -> None:
-    pairs = quora_slice(tmp_path)
+    pairs = quora_pairs(tmp_path, 500)
     out = tmp_path / "adapter"
     config = AdapterConfig(scale=20.0, identity_weight=0.0, epochs=60, learning_rate=2e-3, seed=3)
     meta = train_adapter_file(pairs, out, minilm_path, config, symmetric=True, progress=False)
@@ -51,7 +40,7 @@ def test_adapter_fits_real_pairs_and_records_provenance(tmp_path: Path, minilm_p
 
 
 def test_refusals_leave_nothing_behind(tmp_path: Path, tiny_model_path: Path) -> None:
-    pairs = quora_slice(tmp_path, 40)
+    pairs = quora_pairs(tmp_path, 40)
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
@@ -76,7 +65,7 @@ def test_refusals_leave_nothing_behind(tmp_path: Path, tiny_model_path: Path) ->
 
 def test_cli_train_query_adapter_then_evaluate(tmp_path: Path, tiny_model_path: Path) -> None:
     runner = CliRunner()
-    pairs = quora_slice(tmp_path, 60)
+    pairs = quora_pairs(tmp_path, 60)
     out = tmp_path / "qa"
     args = ["train", "--pairs", str(pairs), "--out", str(out), "--base", str(tiny_model_path), "--query-adapter"]
     trained = runner.invoke(app, [*args, "--symmetric", "--epochs", "3", "--batch-size", "16"])

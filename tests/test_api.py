@@ -9,14 +9,8 @@ from fastapi.testclient import TestClient
 
 from flywheel.api.app import create_app
 from flywheel.config import Settings
-from tests.conftest import CORPUS, make_documents, make_event
-
-
-def search(api: TestClient, query: str = "learn python", k: int = 3, **extra: object) -> dict:
-    response = api.post("/search", json={"query": query, "k": k, **extra})
-    assert response.status_code == 200, response.text
-    return response.json()
-
+from tests.helpers.api import search
+from tests.helpers.factories import CORPUS, make_documents, make_event
 
 # --- documents --------------------------------------------------------------------------------------------
 

@@ -19,20 +19,14 @@ from flywheel.errors import ConfigError
 from flywheel.models import export as export_module
 from flywheel.models.encoder import compatible
 from flywheel.models.loading import load_model
-from flywheel.models.registry import ModelVersion
 from flywheel.serve.service import Service
 from flywheel.types import LabelledPair
-from flywheel.util.files import now_iso
-from tests.conftest import world_documents, world_queries
-from tests.test_export import break_int8, write_guard_file
+from tests.helpers.cycles import simulate_users, wait_for
+from tests.helpers.factories import world_documents, world_queries
+from tests.helpers.models import add_candidate
+from tests.helpers.onnx import break_int8
 
 QUERY = "good guitar tips"
-
-
-@pytest.fixture(scope="module")
-def guard_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 300-pair guard file (the full shipped set is measured once, in test_export)."""
-    return write_guard_file(tmp_path_factory.mktemp("guard"))
 
 
 def stored_vs_encoded(service: Service, version: str) -> float:
@@ -72,22 +66,6 @@ def test_each_backend_serves_and_a_precision_change_rebuilds(
     np.testing.assert_allclose([s for _, s in answers[1]], [s for _, s in answers[0]], atol=1e-4)
     np.testing.assert_allclose([s for _, s in answers[2]], [s for _, s in answers[0]], atol=0.05)
     assert answers[3] == answers[0] or np.allclose([s for _, s in answers[3]], [s for _, s in answers[0]], atol=1e-5)
-
-
-def add_candidate(service: Service, tiny_model_path: Path) -> ModelVersion:
-    """Register a visibly different model of the same shape as v2 (a stand-in for a fine-tuned one)."""
-    version, folder = service.registry.allocate()
-    import torch
-
-    model = load_model(str(tiny_model_path), "cpu")
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.1)
-    model.save(str(folder), create_model_card=False)
-    return service.registry.save(
-        ModelVersion(version, "finetune", str(tiny_model_path), now_iso(), model.get_embedding_dimension(), "v1")
-    )
 
 
 def heldout_pairs() -> list[LabelledPair]:
@@ -153,8 +131,6 @@ def test_cycle_with_int8_falls_back_when_the_quantizer_breaks(
 ) -> None:
     """A whole cycle with FLYWHEEL_ENCODER_BACKEND=onnx-int8 whose candidate's int8 graph is broken: the
     candidate is promoted on fp32 ONNX, and the report and the gate's checks say why."""
-    from tests.test_cycle import simulate_users, wait_for
-
     quantize = export_module._quantize
 
     def broken_for_v2(fp32: Path, int8: Path) -> None:
@@ -201,8 +177,6 @@ def test_cycle_with_int8_falls_back_when_the_quantizer_breaks(
 def test_adapter_cycle_promotes_and_rolls_back_on_int8(tmp_path: Path, tiny_model_path: Path, guard_file: Path) -> None:
     """An adapter serves on an int8 collection: it trains on the int8 query and document vectors the loop
     logged, switches only the query transform, and rolls back; the collection is never rebuilt."""
-    from tests.test_cycle import simulate_users, wait_for
-
     settings = Settings(
         data_dir=tmp_path / "data",
         base_model=str(tiny_model_path),

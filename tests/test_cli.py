@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from flywheel.cli import app, check_bind
 from flywheel.config import Settings
 from flywheel.errors import ConfigError
-from tests.conftest import CORPUS
+from tests.helpers.factories import CORPUS
 
 runner = CliRunner()
 
@@ -69,7 +69,7 @@ def test_retrain_reports_and_rollback_standalone(tmp_path: Path, tiny_model_path
 
     from flywheel.api.app import create_app
     from flywheel.lab.simulate import UserModel, simulate
-    from tests.conftest import world_documents, world_queries
+    from tests.helpers.factories import world_documents, world_queries
 
     data = tmp_path / "data"
     env = {

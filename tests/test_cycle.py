@@ -12,32 +12,10 @@ from fastapi.testclient import TestClient
 
 from flywheel.api.app import create_app
 from flywheel.config import Settings
-from flywheel.lab.simulate import UserModel, simulate
-from tests.conftest import world_documents, world_queries
+from tests.helpers.cycles import simulate_users, wait_for
+from tests.helpers.factories import world_documents
 
 pytestmark = pytest.mark.slow
-
-
-def simulate_users(api: TestClient, rounds: int = 2) -> int:
-    """Users who click the first hit of the right topic and skip the hits above it (the reference client)."""
-    queries, relevant = world_queries()
-    stats = simulate(
-        api, queries, relevant, UserModel(click_prob=1.0, decay=1.0, wrong_click=0, no_click=0), rounds=rounds
-    )
-    return stats.accepted
-
-
-def wait_for(api: TestClient, cycle_id: str, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    seen = set()
-    while time.monotonic() < deadline:
-        record = api.get(f"/cycles/{cycle_id}").json()
-        seen.add(record["stage"])
-        if record["state"] not in ("queued", "running"):
-            record["stages_seen"] = seen
-            return record
-        time.sleep(0.5)
-    raise TimeoutError(cycle_id)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +19,15 @@ from flywheel.scoring.pair_error import (
     split_calibration,
 )
 from flywheel.types import LabelledPair
-from tests._tiny_model import build_tiny_model
-
-
-class TableEncoder:
-    """An encoder whose embeddings are a fixed text -> vector table, so rankings can be computed by hand."""
-
-    def __init__(self, table: dict[str, list[float]]) -> None:
-        """Keep the table and count encoded texts."""
-        self.table = {text: np.asarray(vec, dtype=np.float32) for text, vec in table.items()}
-        self.encoded: list[str] = []
-
-    def encode(self, sentences: list[str], **kwargs: Any) -> np.ndarray:
-        """Look texts up (normalised when asked, like SentenceTransformer.encode)."""
-        self.encoded.extend(sentences)
-        out = np.stack([self.table[s] for s in sentences])
-        if kwargs.get("normalize_embeddings"):
-            out = out / np.linalg.norm(out, axis=1, keepdims=True)
-        return out
+from tests.helpers.encoders import TableEncoder
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def tiny_model(tiny_model_path: Path) -> Any:
     """The tiny random BERT, loaded once for this module."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(build_tiny_model(tmp_path_factory.mktemp("tiny"))), device="cpu")
-
-
-def angle(deg: float) -> list[float]:
-    """A unit 2-d vector at `deg` degrees."""
-    return [math.cos(math.radians(deg)), math.sin(math.radians(deg))]
+    return SentenceTransformer(str(tiny_model_path), device="cpu")
 
 
 def test_pair_error_on_constructed_scores() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import itertools
 import os
 import subprocess
 import sys
@@ -19,48 +17,14 @@ from flywheel.errors import ConfigError
 from flywheel.models import export as export_module
 from flywheel.models.encoder import compatible, load_encoder
 from flywheel.models.export import FILES, ONNX_DIR, export_version, read_export
-from flywheel.models.guard import SHIPPED_PAIRS, ensure_export, run_guard, verdict
+from flywheel.models.guard import ensure_export, run_guard, verdict
 from flywheel.models.loading import load_model
 from flywheel.models.onnx import OnnxModel
 from flywheel.models.registry import Registry
 from flywheel.serve.service import Service
+from tests.helpers.onnx import break_int8
 
 TEXTS = ["how do i learn python", "the best pasta recipe for dinner", "why is the sky blue", "x", "guitar " * 80]
-
-
-def break_int8(path: Path) -> None:
-    """Corrupt a quantized graph: seeded noise for every int8 weight and 50x its dequantization scales."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    rng = np.random.default_rng(0)
-    broken = 0
-    for init in model.graph.initializer:
-        weights = numpy_helper.to_array(init)
-        if init.name.endswith("_quantized"):
-            info = np.iinfo(weights.dtype)
-            noise = rng.integers(info.min, info.max, weights.shape, endpoint=True).astype(weights.dtype)
-            init.CopyFrom(numpy_helper.from_array(noise, init.name))
-            broken += 1
-        elif init.name.endswith("_scale"):
-            init.CopyFrom(numpy_helper.from_array((weights * 50).astype(weights.dtype), init.name))
-    assert broken, "no quantized weight found"
-    onnx.save(model, str(path))
-
-
-def write_guard_file(folder: Path) -> Path:
-    """The first 300 shipped Quora dev pairs: the export-time guard on a budget (tests only)."""
-    path = folder / "pairs.jsonl"
-    with gzip.open(SHIPPED_PAIRS, "rt", encoding="utf-8") as fh:
-        path.write_text("".join(itertools.islice(fh, 300)), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def guard_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 300-pair guard file."""
-    return write_guard_file(tmp_path_factory.mktemp("guard"))
 
 
 @pytest.fixture

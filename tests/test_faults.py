@@ -13,8 +13,8 @@ import pytest
 from qdrant_client import QdrantClient
 
 from flywheel.lab.simulate import UserModel, simulate
-from tests._server import KILL_IN_SWAP, ServerProcess
-from tests.conftest import world_documents, world_queries
+from tests.helpers.factories import world_documents, world_queries
+from tests.helpers.server import KILL_IN_SWAP, ServerProcess
 
 pytestmark = pytest.mark.slow
 

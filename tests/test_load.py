@@ -13,8 +13,8 @@ import pytest
 from flywheel.api.app import create_app
 from flywheel.config import Settings
 from flywheel.lab.loadtest import feedback_storm, mismatches, search_storm
-from tests._server import second_version, serve_in_thread
-from tests.conftest import make_documents, world_documents
+from tests.helpers.factories import make_documents, world_documents
+from tests.helpers.server import second_version, serve_in_thread
 
 KEYS = {"Authorization": "Bearer srch"}
 

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flywheel.api.app import create_app
 from flywheel.config import Settings
-from tests.conftest import make_documents, make_event
+from tests.helpers.factories import make_documents, make_event
 
 
 def scrape(api: TestClient, **kwargs: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

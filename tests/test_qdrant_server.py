@@ -28,8 +28,8 @@ from flywheel.lab.loadtest import mismatches, search_storm
 from flywheel.serve.index import Index, open_qdrant
 from flywheel.serve.service import Service
 from flywheel.types import Document
-from tests._server import second_version, serve_in_thread
-from tests.conftest import CORPUS, world_documents
+from tests.helpers.factories import CORPUS, world_documents
+from tests.helpers.server import second_version, serve_in_thread
 
 # Read at import: conftest's autouse fixture removes FLYWHEEL_* variables before each test runs.
 URL = os.environ.get("FLYWHEEL_TEST_QDRANT_URL")
@@ -120,7 +120,7 @@ def test_searches_during_swaps_on_the_server(server_settings: Settings, tmp_path
 
 @pytest.mark.slow
 def test_cycle_promotes_and_rolls_back_on_the_server(server_settings: Settings) -> None:
-    from tests.test_cycle import simulate_users, wait_for
+    from tests.helpers.cycles import simulate_users, wait_for
 
     settings = server_settings.model_copy(
         update={

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flywheel.scoring.ranking import compare_retrieval, retrieval_scores
-from tests.test_evaluate import TableEncoder, angle
+from tests.helpers.encoders import TableEncoder, angle
 
 
 def test_retrieval_metrics_match_hand_computed_values() -> None:

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from flywheel.api.app import create_app, route_table
 from flywheel.config import Settings
-from tests._server import serve_in_thread
-from tests.conftest import make_documents
+from tests.helpers.factories import make_documents
+from tests.helpers.server import serve_in_thread
 
 # Routes anyone may call (docs and the load balancer's probe); every other route needs a key once keys are set.
 PUBLIC = {"/livez", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}

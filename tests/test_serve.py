@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flywheel.cli import app
-from tests.conftest import make_documents, make_event
+from tests.helpers.factories import make_documents, make_event
 
 pytestmark = pytest.mark.slow
 

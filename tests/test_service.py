@@ -9,7 +9,7 @@ from flywheel.config import Settings
 from flywheel.serve.index import Index
 from flywheel.serve.service import Service
 from flywheel.types import Document
-from tests.conftest import CORPUS
+from tests.helpers.factories import CORPUS
 
 DOCS = [Document(i, t) for i, t in CORPUS]
 
@@ -59,7 +59,7 @@ def test_qdrant_failure_rolls_back_duckdb(service: Service) -> None:
 def test_swap_switches_alias_and_encoder_together(service: Service, tmp_path, tiny_model_path) -> None:
     from flywheel.models.encoder import Encoder
     from flywheel.models.loading import load_model
-    from tests._tiny_model import build_tiny_model
+    from tests.helpers.tiny_model import build_tiny_model
 
     service.upsert_documents(DOCS)
     other = load_model(str(build_tiny_model(tmp_path / "other")), "cpu")

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from flywheel.errors import InvalidInput
 from flywheel.lab.simulate import SimulationStats, UserModel, _behave, simulate
-from tests.conftest import world_documents, world_queries
+from tests.helpers.factories import world_documents, world_queries
 
 
 def _load(api: TestClient) -> tuple[dict, dict]:

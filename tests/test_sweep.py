@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import gzip
-import itertools
 import json
 from pathlib import Path
 
@@ -13,7 +11,8 @@ from typer.testing import CliRunner
 
 from flywheel.cli import app
 from flywheel.errors import InvalidInput
-from flywheel.lab.sweep import SHIPPED_EVAL, SweepSpec, cell_id, load_split, parse_dims, read_rows, run_sweep
+from flywheel.lab.sweep import SweepSpec, cell_id, load_split, parse_dims, read_rows, run_sweep
+from tests.helpers.factories import quora_pairs
 
 runner = CliRunner()
 
@@ -21,11 +20,7 @@ runner = CliRunner()
 @pytest.fixture
 def pairs_file(tmp_path: Path) -> Path:
     """The first 240 shipped Quora dev pairs (real text, both labels) as a plain JSONL file."""
-    with gzip.open(SHIPPED_EVAL, "rt", encoding="utf-8") as fh:
-        lines = list(itertools.islice(fh, 240))
-    path = tmp_path / "pairs.jsonl"
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
+    return quora_pairs(tmp_path, 240)
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:

@@ -17,7 +17,7 @@ from flywheel.errors import InvalidInput, TrainingError
 from flywheel.learn.finetune import TrainConfig, TrainResult, train_from_file, train_model
 from flywheel.learn.subprocess import train_in_subprocess
 from flywheel.types import LabelledPair, TrainingExample
-from tests._tiny_model import build_tiny_model
+from tests.helpers.tiny_model import build_tiny_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TOPICS = ["cook pasta", "learn python", "fix car", "play guitar", "grow tomato", "save money", "visit paris"]

@@ -82,8 +82,8 @@ def second_version(service: Any, model_dir: Path, query: str, k: int = 5) -> tup
     from flywheel.models.encoder import Encoder
     from flywheel.models.loading import load_model
     from flywheel.types import Document
-    from tests._tiny_model import build_tiny_model
-    from tests.conftest import world_documents
+    from tests.helpers.factories import world_documents
+    from tests.helpers.tiny_model import build_tiny_model
 
     v1 = service.encoder
     model = load_model(str(build_tiny_model(model_dir)), "cpu")
