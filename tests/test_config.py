@@ -60,3 +60,12 @@ def test_bad_files_and_values(tmp_path: Path) -> None:
         Settings.load(cycle_cron="every tuesday")
     with pytest.raises(ConfigError, match="default_k"):
         Settings.load(default_k=500, max_k=100)
+
+
+def test_backend_settings() -> None:
+    assert Settings(encoder_backend="onnx-int8").bulk_backend == "onnx-int8"
+    assert Settings(encoder_backend="torch", bulk_encoder_backend="onnx").bulk_backend == "onnx"
+    with pytest.raises(ConfigError, match="same precision"):
+        Settings.load(encoder_backend="onnx-int8", bulk_encoder_backend="torch")
+    with pytest.raises(ConfigError, match="encoder_backend"):
+        Settings.load(encoder_backend="tensorrt")

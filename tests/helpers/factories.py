@@ -7,6 +7,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from flywheel.types import TrainingExample
 from flywheel.util.packaged import QUORA_DEV_PAIRS
 
 CORPUS = [
@@ -75,6 +76,24 @@ def quora_pairs(folder: Path, n: int) -> Path:
         path.write_text("".join(itertools.islice(fh, n)), encoding="utf-8")
     return path
 
+
+# Searches for fine-tuning: seven topics a click shares with its query, seven others a skip is about.
+TRAIN_TOPICS = ["cook pasta", "learn python", "fix car", "play guitar", "grow tomato", "save money", "visit paris"]
+TRAIN_OTHERS = ["buy phone", "train dog", "bake cake", "book hotel", "run gym", "read novel", "sing song"]
+
+
+def make_training_examples(n: int = 48) -> list[TrainingExample]:
+    """Searches on seven topics: the click shares the topic, the skip is another topic; a few lack skips."""
+    examples = []
+    for i in range(n):
+        topic, other = TRAIN_TOPICS[i % 7], TRAIN_OTHERS[(i // 7) % 7]
+        negatives = () if i % 6 == 5 else (f"how to {other} {i}", f"why {other} {i + 1}")
+        examples.append(TrainingExample(f"how do i {topic} {i}", f"best way to {topic} {i}", negatives))
+    return examples
+
+
+# Texts for encoder parity checks: ordinary, one letter, and one over the tiny model's 64-token limit.
+PARITY_TEXTS = ["how do i learn python", "the best pasta recipe for dinner", "why is the sky blue", "x", "guitar " * 80]
 
 XSS = "<script>alert(1)</script>"
 
