@@ -7,7 +7,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from flywheel.types import TrainingExample
+from flywheel.types import LabelledPair, TrainingExample
 from flywheel.util.packaged import QUORA_DEV_PAIRS
 
 CORPUS = [
@@ -67,6 +67,18 @@ def world_queries() -> tuple[dict[str, str], dict[str, set[str]]]:
             queries[f"{t}-q{j}"] = tpl.format(t=t)
             relevant[f"{t}-q{j}"] = {f"{t}-{i}" for i in range(len(DOC_TEMPLATES))}
     return queries, relevant
+
+
+def world_pairs(n_queries: int = 40) -> list[LabelledPair]:
+    """Labelled (query, document) pairs of the topic world: per query one relevant and one other document."""
+    queries, relevant = world_queries()
+    docs = {d["id"]: d["text"] for d in world_documents()}
+    pairs = []
+    for i, (qid, text) in enumerate(sorted(queries.items())[:n_queries]):
+        positive = sorted(relevant[qid])[0]
+        negative = sorted(set(docs) - relevant[qid])[i]
+        pairs += [LabelledPair(text, docs[positive], 1), LabelledPair(text, docs[negative], 0)]
+    return pairs
 
 
 def quora_pairs(folder: Path, n: int) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flywheel.models.encoder import Encoder
 from flywheel.models.loading import load_model
 from flywheel.models.registry import ModelVersion
 from flywheel.serve.service import Service
@@ -25,3 +26,20 @@ def add_candidate(service: Service, tiny_model_path: Path, seed: int = 1, parent
     return service.registry.save(
         ModelVersion(version, "finetune", str(tiny_model_path), now_iso(), model.get_embedding_dimension(), parent)
     )
+
+
+def embed_candidate(service: Service, tiny_model_path: Path, seed: int = 1) -> Encoder:
+    """`add_candidate` on top of what serves now, with its own complete collection: ready to swap in."""
+    entry = add_candidate(service, tiny_model_path, seed, parent=service.serving_version)
+    encoder = service.load_encoder(entry)
+    service.index.create(entry.version, encoder.dimension)
+    service.embed_into(entry.version, encoder, [d for batch in service.store.iter_documents() for d in batch])
+    return encoder
+
+
+def promote_candidate(service: Service, tiny_model_path: Path, seed: int = 1) -> Encoder:
+    """What a full cycle's promotion does: a candidate embedded, swapped in, and made the incumbent."""
+    encoder = embed_candidate(service, tiny_model_path, seed)
+    service.swap(encoder)
+    service.registry.promote(encoder.version)
+    return encoder

@@ -18,9 +18,8 @@ from flywheel.cycle.steps import export_and_guard
 from flywheel.models import export as export_module
 from flywheel.models.encoder import compatible
 from flywheel.serve.service import Service
-from flywheel.types import LabelledPair
 from tests.helpers.cycles import simulate_users, wait_for
-from tests.helpers.factories import world_documents, world_queries
+from tests.helpers.factories import world_documents, world_pairs
 from tests.helpers.models import add_candidate
 from tests.helpers.onnx import break_int8
 
@@ -66,18 +65,6 @@ def test_each_backend_serves_and_a_precision_change_rebuilds(
     assert answers[3] == answers[0] or np.allclose([s for _, s in answers[3]], [s for _, s in answers[0]], atol=1e-5)
 
 
-def heldout_pairs() -> list[LabelledPair]:
-    """Labelled (query, document) pairs of the topic world, both labels."""
-    queries, relevant = world_queries()
-    docs = {d["id"]: d["text"] for d in world_documents()}
-    pairs = []
-    for i, (qid, text) in enumerate(sorted(queries.items())[:40]):
-        positive = sorted(relevant[qid])[0]
-        negative = sorted(set(docs) - relevant[qid])[i]
-        pairs += [LabelledPair(text, docs[positive], 1), LabelledPair(text, docs[negative], 0)]
-    return pairs
-
-
 @pytest.mark.parametrize(("query_backend", "bulk_backend"), [("onnx", None), ("torch", "onnx"), ("onnx-int8", None)])
 def test_promotion_and_rollback_with_each_backend(
     tmp_path: Path, tiny_model_path: Path, guard_file: Path, query_backend: str, bulk_backend: str | None
@@ -95,7 +82,7 @@ def test_promotion_and_rollback_with_each_backend(
             api.post("/documents", json={"documents": world_documents()})
             candidate = add_candidate(service, tiny_model_path)
             report: dict = {}
-            query, bulk, check = export_and_guard(service, candidate, heldout_pairs(), report)
+            query, bulk, check = export_and_guard(service, candidate, world_pairs(), report)
             assert (query.backend, bulk.backend) == (query_backend, bulk_backend or query_backend)
             assert report["onnx"]["guard"]["data"] == "cycle held-out pairs" and check.passed
             assert query.backend in check.detail

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from flywheel.cycle.report.files import list_reports, load_report, report_html_path, write_report
 from flywheel.cycle.report.html import render_html
 from tests.helpers.factories import XSS, make_report
@@ -116,3 +118,119 @@ def test_onnx_section_shows_backends_and_the_int8_verdict() -> None:
     assert "refused: error +0.53 pt &gt; 0.50 pt &lt;b&gt; (on cycle held-out pairs)" in page
     assert "max_abs_diff" in page
     assert "Encoders (ONNX Runtime)" not in render_html(make_report(), [])
+
+
+@pytest.mark.parametrize(
+    ("decision", "badge"), [("promoted", "promoted"), ("rejected", "rejected"), ("failed", "failed")]
+)
+def test_the_verdict_is_in_the_title_the_badge_and_the_gate_table(decision: str, badge: str) -> None:
+    page = render_html(make_report(decision=decision), [])
+    assert f"<title>flywheel cycle c20261127T201500-ab12: {decision}</title>" in page
+    assert f'<span class="badge badge-{badge}">{decision}</span>' in page
+    assert '<tr><td>error_rate_improvement</td><td><span class="ok">✓</span></td><td>-3.9 pt</td></tr>' in page
+    assert '<tr><td>golden_set</td><td><span class="bad">✗</span></td><td>golden set missing</td></tr>' in page
+    assert "incumbent v1 → candidate v2 · serving after: v2" in page
+
+
+def test_the_metric_count_and_timing_tables_carry_the_reports_numbers() -> None:
+    page = render_html(make_report(), [])
+    rows = [
+        "<tr><td>held-out pairs: error rate</td><td>22.0% (95% CI 20.0%..24.0%)</td>"
+        "<td>18.1% (95% CI 16.0%..20.0%)</td><td>-3.9 pt (95% CI -5.0..-2.8)</td></tr>",
+        "<tr><td>held-out pairs: relative reduction</td><td></td><td></td><td>17.7% of the mistakes avoided</td></tr>",
+        "<tr><td>held-out pairs: ROC AUC</td><td>0.850</td><td>0.880</td><td>+0.030</td></tr>",
+        "<tr><td>held-out pairs: n</td><td>500</td><td>500</td><td></td></tr>",
+        "<tr><td>nDCG@10</td><td>0.610</td><td>0.660</td><td>+0.050 (95% CI 0.030..0.070)</td></tr>",
+        "<tr><td>MRR@10</td><td>0.550</td><td>0.600</td><td>+0.050 (95% CI 0.020..0.080)</td></tr>",
+        "<tr><td>Recall@10</td><td>0.800</td><td>0.840</td><td>+0.040 (95% CI 0.010..0.070)</td></tr>",
+        "<tr><td>retrieval: queries</td><td>120</td><td></td><td></td></tr>",
+        "<tr><td>feedback events</td><td>1,234</td></tr>",
+        "<tr><td>held-out queries</td><td>40</td></tr>",
+        "<tr><td>train</td><td>2 min 0.5 s</td></tr>",
+        "<tr><td>swap</td><td>0.01 s</td></tr>",
+        "<tr><td>total</td><td>2 min 41.2 s</td></tr>",  # 0.4 + 120.5 + 10.2 + 30.1 + 0.01
+        "<tr><td>lr</td><td>2e-05</td></tr>",
+    ]
+    for row in rows:
+        assert row in page, row
+    # Other numbers, other page: the table shows the report it is given.
+    worse = make_report()
+    worse["metrics"]["pair_error"]["candidate"].update(error_rate=0.25, ci95=[0.23, 0.27])
+    worse["metrics"]["pair_error"]["delta"] = {"mean": 0.03, "ci95": [0.02, 0.04]}
+    worse["metrics"]["pair_error"]["relative_reduction"] = -0.136
+    page = render_html(worse, [])
+    assert "<td>25.0% (95% CI 23.0%..27.0%)</td><td>+3.0 pt (95% CI 2.0..4.0)</td>" in page
+    assert "<td>13.6% more mistakes</td>" in page and "<td>18.1%" not in page
+
+
+def _set_reason(r: dict) -> None:
+    r["reasons"] = [XSS]
+
+
+def _set_check(r: dict) -> None:
+    r["checks"] = [{"name": XSS, "passed": False, "detail": XSS}]
+
+
+def _set_example(r: dict) -> None:
+    r["examples"] = [{"query": XSS, "relevant": [XSS], "after": [{"doc_id": XSS, "text": XSS}]}]
+
+
+def _set_versions(r: dict) -> None:
+    r.update(incumbent=XSS, candidate=XSS, serving_after=XSS, kind=XSS, window={"start": XSS, "end": XSS})
+
+
+def _set_counts_and_timings(r: dict) -> None:
+    r["counts"] = {XSS: XSS}
+    r["timings"] = {XSS: 1.0}
+
+
+def _set_training(r: dict) -> None:
+    r["training"].update(device=XSS, stop_reason=XSS, stopped_early=True, hyperparameters={XSS: XSS})
+
+
+def _set_onnx(r: dict) -> None:
+    r["onnx"] = {"requested": {"query": XSS, "bulk": XSS}, "guard": {"passed": False, "reason": XSS, "data": XSS}}
+
+
+def _set_retrieval_name(r: dict) -> None:
+    r["metrics"]["retrieval"][XSS] = {"incumbent": 0.1, "candidate": 0.2, "delta": 0.1}
+
+
+@pytest.mark.parametrize(
+    "put_xss",
+    [
+        _set_reason,
+        _set_check,
+        _set_example,
+        _set_versions,
+        _set_counts_and_timings,
+        _set_training,
+        _set_onnx,
+        _set_retrieval_name,
+    ],
+)
+def test_every_user_string_is_escaped(put_xss) -> None:
+    report = make_report(examples=[])
+    put_xss(report)
+    page = render_html(report, [])
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_examples_tick_relevant_hits_shorten_long_texts_and_show_at_most_twenty() -> None:
+    long_text = "python " * 60  # 420 characters
+    examples = [
+        {
+            "query": f"query {i}",
+            "relevant": ["d1"],
+            "before": [{"doc_id": "d3", "text": "lose weight fast"}],
+            "after": [{"doc_id": "d1", "text": long_text}],
+        }
+        for i in range(25)
+    ]
+    page = render_html(make_report(examples=examples), [])
+    assert '<li class="hit"><span class="ok">✓</span> <code>d1</code> ' + long_text[:299] + "…</li>" in page
+    assert "<li><code>d3</code> lose weight fast</li>" in page
+    assert page.count('<div class="example">') == 20 and "<h3>query 19</h3>" in page and "query 20<" not in page
+    assert '<p class="note">Showing 20 of 25 examples.</p>' in page
+    assert '<p class="note">relevant: d1</p>' in page
