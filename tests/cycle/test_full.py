@@ -110,7 +110,10 @@ def test_searches_during_swap_never_mix_versions(cycle_settings: Settings) -> No
             t.start()
         cycle_id = api.post("/cycles").json()["cycle_id"]
         record = wait_for(api, cycle_id)
-        time.sleep(1)
+        deadline = time.monotonic() + 60  # let the searchers see the promoted version too
+        while record["state"] == "promoted" and not any(a["model_version"] == "v2" for a in list(answers)):
+            assert time.monotonic() < deadline, "no search answered with v2 after the promotion"
+            time.sleep(0.05)
         stop.set()
         for t in threads:
             t.join()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+from datetime import datetime
 
 import pytest
 
@@ -15,10 +17,16 @@ from flywheel.types import Event, Impression
 from flywheel.util.files import utcnow
 
 
-def test_cycle_ids_sort_by_time() -> None:
-    first = new_cycle_id()
-    time.sleep(1.1)
-    assert new_cycle_id() > first
+def test_cycle_ids_carry_the_utc_second_and_are_unique_within_it() -> None:
+    """c<UTC YYYYmmddTHHMMSS>-<6 hex>: fixed width, so string order is time order; the suffix keeps the ids of
+    one second apart."""
+    before = utcnow().replace(microsecond=0)
+    ids = [new_cycle_id() for _ in range(10)]  # 24 random bits: a repeat among 10 is a 1-in-370,000 event
+    after = utcnow()
+    assert all(re.fullmatch(r"c\d{8}T\d{6}-[0-9a-f]{6}", i) for i in ids), ids[:3]
+    stamps = {datetime.strptime(i[1:16], "%Y%m%dT%H%M%S") for i in ids}
+    assert all(before <= t <= after for t in stamps)  # the UTC second it was made in, not local time
+    assert len(set(ids)) == len(ids)
 
 
 def test_lock_refuses_a_second_cycle(service: Service) -> None:

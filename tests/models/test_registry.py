@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from flywheel.util.files import read_json
 
 
 def test_empty_registry_has_no_incumbent(tmp_path: Path) -> None:
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="the registry has no incumbent yet"):
         Registry(tmp_path).incumbent()
 
 
@@ -49,12 +50,13 @@ def test_promote_records_history_and_retires_previous(tmp_path: Path) -> None:
 def test_unknown_version_and_bad_names(tmp_path: Path) -> None:
     reg = Registry(tmp_path)
     for name in ("v9", "../etc", "latest"):
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFound, match=f"model version '{re.escape(name)}' does not exist"):
             reg.get(name)
 
 
 def test_remove_refuses_incumbent(tmp_path: Path) -> None:
     reg = Registry(tmp_path)
     reg.ensure_base("m", 8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="refusing to delete the incumbent v1"):
         reg.remove("v1")
+    assert (tmp_path / "v1" / "meta.json").is_file()

@@ -18,18 +18,20 @@ def test_post_documents_counts_and_replaces(api: TestClient) -> None:
     again = api.post("/documents", json={"documents": [{"id": "d1", "text": "Completely new text about tea"}]})
     assert again.json() == {"upserted": 1}
     assert api.get("/stats").json()["documents"] == len(CORPUS)
-    hit = search(api, "Completely new text about tea", k=len(CORPUS))["hits"]
-    assert [h for h in hit if h["doc_id"] == "d1"][0]["text"] == "Completely new text about tea"
+    hits = search(api, "Completely new text about tea", k=len(CORPUS))["hits"]
+    assert len(hits) == len(CORPUS)  # replaced, not added
+    assert (hits[0]["doc_id"], hits[0]["text"]) == ("d1", "Completely new text about tea")  # its own text: cosine 1
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4) and hits[0]["metadata"] == {}
 
 
 def test_delete_document_then_404(loaded_api: TestClient) -> None:
     assert loaded_api.delete("/documents/d3").status_code == 204
     assert loaded_api.get("/healthz").json()["documents"] == len(CORPUS) - 1
     ids = {h["doc_id"] for h in search(loaded_api, "lose weight", k=len(CORPUS))["hits"]}
-    assert "d3" not in ids and len(ids) == len(CORPUS) - 1
+    assert ids == {i for i, _ in CORPUS} - {"d3"}
     missing = loaded_api.delete("/documents/d3")
     assert missing.status_code == 404
-    assert "d3" in missing.json()["detail"]
+    assert missing.json() == {"detail": "document 'd3' does not exist"}
 
 
 @pytest.mark.parametrize(
@@ -57,8 +59,10 @@ def test_batch_over_limit_is_413(tmp_path: Path, tiny_model_path: Path) -> None:
     with TestClient(create_app(settings)) as api:
         too_many = api.post("/documents", json={"documents": make_documents()})
         assert too_many.status_code == 413
-        assert "limit is 3" in too_many.json()["detail"]
+        assert too_many.json() == {"detail": "8 documents in one request; the limit is 3"}
+        assert api.get("/stats").json()["documents"] == 0
 
 
 def test_empty_batch_is_422(loaded_api: TestClient) -> None:
-    assert loaded_api.post("/documents", json={"documents": []}).status_code == 422
+    response = loaded_api.post("/documents", json={"documents": []})
+    assert (response.status_code, response.json()) == (422, {"detail": "documents must not be empty"})

@@ -58,9 +58,12 @@ def test_batch_over_limit_is_413(tmp_path: Path, tiny_model_path: Path) -> None:
         api.post("/documents", json={"documents": make_documents(CORPUS[:3])})
         sid = search(api, "python", k=2)["search_id"]
         events = [make_event(sid, "d1") for _ in range(3)]
-        assert api.post("/feedback", json={"events": events}).status_code == 413
+        response = api.post("/feedback", json={"events": events})
+        assert response.status_code == 413
+        assert response.json() == {"detail": "3 events in one request; the limit is 2"}
         assert api.get("/stats").json()["events"] == 0
 
 
 def test_empty_batch_is_422(loaded_api: TestClient) -> None:
-    assert loaded_api.post("/feedback", json={"events": []}).status_code == 422
+    response = loaded_api.post("/feedback", json={"events": []})
+    assert (response.status_code, response.json()) == (422, {"detail": "events must not be empty"})

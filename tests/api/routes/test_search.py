@@ -10,13 +10,8 @@ from fastapi.testclient import TestClient
 from flywheel.api.app import create_app
 from flywheel.config import Settings
 from flywheel.util.packaged import DATA_DIR
-from tests.helpers.api import search
+from tests.helpers.api import brute_force_ranking, ids_and_scores, search
 from tests.helpers.factories import CORPUS
-
-# --- documents --------------------------------------------------------------------------------------------
-
-
-# --- search -----------------------------------------------------------------------------------------------
 
 
 def test_search_contract_and_logging(loaded_api: TestClient) -> None:
@@ -25,8 +20,10 @@ def test_search_contract_and_logging(loaded_api: TestClient) -> None:
     assert body["model_version"] == "v1"
     assert [h["rank"] for h in body["hits"]] == [1, 2, 3]
     assert set(body["hits"][0]) == {"doc_id", "text", "score", "rank", "metadata"}
-    scores = [h["score"] for h in body["hits"]]
-    assert scores == sorted(scores, reverse=True)
+    ids, scores = ids_and_scores(body)
+    expected = brute_force_ranking(loaded_api.app.state.service, "learn python", 3)
+    assert ids == [d for d, _ in expected]  # the three nearest documents, nearest first
+    assert scores == pytest.approx([s for _, s in expected], abs=1e-5)
     texts = dict(CORPUS)
     assert all(h["text"] == texts[h["doc_id"]] for h in body["hits"])
     assert loaded_api.get("/stats").json() == {
@@ -35,11 +32,21 @@ def test_search_contract_and_logging(loaded_api: TestClient) -> None:
         "impressions": 3,
         "events": 0,
     }
+    store = loaded_api.app.state.service.store
+    assert store.query("SELECT query, k, model_version, user_id, session_id FROM searches") == [
+        ("learn python", 3, "v1", "u1", "s1")
+    ]
+    impressions = "SELECT rank, doc_id FROM impressions WHERE search_id = ? ORDER BY rank"
+    assert store.query(impressions, [body["search_id"]]) == [(1, ids[0]), (2, ids[1]), (3, ids[2])]
 
 
 def test_search_default_k_and_fewer_docs_than_k(loaded_api: TestClient) -> None:
     body = loaded_api.post("/search", json={"query": "python"}).json()
-    assert len(body["hits"]) == len(CORPUS)  # default k=10, only 8 documents
+    # default k=10, only 8 documents: every document, in the order of its cosine to the query
+    expected = brute_force_ranking(loaded_api.app.state.service, "python", 10)
+    assert len(expected) == len(CORPUS)
+    assert ids_and_scores(body) == ([d for d, _ in expected], pytest.approx([s for _, s in expected], abs=1e-5))
+    assert [h["rank"] for h in body["hits"]] == list(range(1, len(CORPUS) + 1))
 
 
 @pytest.mark.parametrize(
@@ -65,20 +72,12 @@ def test_search_rejects_bad_input(loaded_api: TestClient, payload: dict, fragmen
 
 
 def test_search_accepts_unicode(loaded_api: TestClient) -> None:
-    body = search(loaded_api, "Wie lerne ich Python? 🐍 日本語", k=2)
-    assert len(body["hits"]) == 2
-
-
-# --- feedback ---------------------------------------------------------------------------------------------
-
-
-# --- ops --------------------------------------------------------------------------------------------------
-
-
-# --- auth -------------------------------------------------------------------------------------------------
-
-
-# --- end to end with the packaged MiniLM on real Quora questions ------------------------------------------
+    query = "Wie lerne ich Python? 🐍 日本語"
+    body = search(loaded_api, query, k=2)
+    expected = brute_force_ranking(loaded_api.app.state.service, query, 2)
+    assert ids_and_scores(body) == ([d for d, _ in expected], pytest.approx([s for _, s in expected], abs=1e-5))
+    store = loaded_api.app.state.service.store
+    assert store.query("SELECT query FROM searches WHERE search_id = ?", [body["search_id"]]) == [(query,)]
 
 
 @pytest.mark.slow

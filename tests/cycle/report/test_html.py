@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,7 @@ import pytest
 from flywheel.cycle.report.files import list_reports, load_report, report_html_path, write_report
 from flywheel.cycle.report.html import render_html
 from tests.helpers.factories import XSS, make_report
+from tests.helpers.paths import ROOT
 
 
 def test_html_is_self_contained_complete_and_escaped(tmp_path: Path) -> None:
@@ -34,20 +39,45 @@ def test_html_is_self_contained_complete_and_escaped(tmp_path: Path) -> None:
     assert 'id="history-chart-nodata"' in page
 
 
-def test_render_html_is_deterministic() -> None:
-    report, other = make_report(), make_report(cycle_id="c0", created_at="2026-11-20T00:00:00+00:00")
-    history = list_reports(Path("/nonexistent")) + [
-        {
-            "cycle_id": "c0",
-            "created_at": other["created_at"],
-            "decision": "rejected",
-            "error_incumbent": 0.23,
-            "error_candidate": 0.24,
-            "ndcg_incumbent": 0.6,
-            "ndcg_candidate": None,
-        }
+def _summary(cycle_id: str, created_at: str, decision: str, error: float) -> dict:
+    """A list_reports row of an earlier cycle."""
+    return {
+        "cycle_id": cycle_id,
+        "created_at": created_at,
+        "decision": decision,
+        "error_incumbent": 0.23,
+        "error_candidate": error,
+        "ndcg_incumbent": 0.6,
+        "ndcg_candidate": None,
+    }
+
+
+def test_same_inputs_give_the_same_page_in_any_order_and_in_another_process(tmp_path: Path) -> None:
+    """Charts are inline SVG with fixed ids and no date, the history is ordered by time, so the page is a pure
+    function of (report, history): a report rewritten later, or by another process, is byte-identical."""
+    report = make_report()
+    history = [
+        _summary("c0", "2026-11-20T00:00:00+00:00", "rejected", 0.24),
+        _summary("c1", "2026-11-21T00:00:00+00:00", "failed", 0.25),
     ]
-    assert render_html(report, history) == render_html(report, history)
+    page = render_html(report, history)
+    assert page.count("<svg") == 2  # the history chart and the loss chart are both in the comparison
+    assert render_html(report, history[::-1]) == page
+    stale = _summary(report["cycle_id"], report["created_at"], "failed", 0.9)  # the current cycle, listed earlier
+    assert render_html(report, [*history, stale]) == page
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps([report, history]), encoding="utf-8")
+    code = (
+        "import json, sys; from flywheel.cycle.report.html import render_html; "
+        "report, history = json.loads(open(sys.argv[1], encoding='utf-8').read()); "
+        "sys.stdout.buffer.write(render_html(report, history).encode('utf-8'))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "12345"}
+    child = subprocess.run([sys.executable, "-c", code, str(inputs)], capture_output=True, env=env)
+    assert child.returncode == 0, child.stderr.decode()[-2000:]
+    assert child.stdout.decode("utf-8") == page
+    # ... and it is a function of its inputs: another history is another chart.
+    assert render_html(report, history[:1]) != page
 
 
 def test_failed_report_with_most_fields_missing_still_renders(tmp_path: Path) -> None:
