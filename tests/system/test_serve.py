@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,47 +12,9 @@ from typer.testing import CliRunner
 
 from flywheel.cli import app
 from tests.helpers.factories import make_documents, make_event
+from tests.helpers.server import ServerProcess
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A `python -m flywheel serve` child process on a free port."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flywheel", "serve", "--data-dir", str(data_dir), "--port", str(self.port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise TimeoutError("server did not start")
-
-    def kill9(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -67,10 +24,10 @@ def env(tiny_model_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def server_factory(tmp_path: Path, env: dict[str, str]) -> Iterator:
-    started: list[Server] = []
+    started: list[ServerProcess] = []
 
-    def start() -> Server:
-        server = Server(tmp_path / "data", env)
+    def start() -> ServerProcess:
+        server = ServerProcess(tmp_path / "data", env)
         started.append(server)
         return server
 
