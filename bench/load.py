@@ -31,9 +31,9 @@ from flywheel.api.app import create_app  # noqa: E402
 from flywheel.config import Settings  # noqa: E402
 from flywheel.lab.loadtest import feedback_storm, mismatches, percentiles_ms, search_storm  # noqa: E402
 from flywheel.lab.simulate import UserModel, simulate  # noqa: E402
-from tests._server import KILL_IN_SWAP, ServerProcess, second_version, serve_in_thread  # noqa: E402
-from tests._tiny_model import build_tiny_model  # noqa: E402
-from tests.conftest import make_documents, world_documents, world_queries  # noqa: E402
+from tests.helpers.factories import make_documents, world_documents, world_queries  # noqa: E402
+from tests.helpers.server import KILL_IN_SWAP, ServerProcess, second_version, serve_in_thread  # noqa: E402
+from tests.helpers.tiny_model import build_tiny_model  # noqa: E402
 
 console = Console(width=150)
 SEARCH = {"Authorization": "Bearer srch"}
@@ -171,7 +171,7 @@ def main() -> None:
     results: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.1f}, no GPU",
         "python": platform.python_version(),
-        "model": "tiny test BERT (tests/_tiny_model.py)",
+        "model": "tiny test BERT (tests/helpers/tiny_model.py)",
     }
 
     console.print(f"feedback storm: {args.clients} clients x {args.events} events, {args.duplicates:.0%} duplicates")

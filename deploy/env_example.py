@@ -2,7 +2,7 @@
 
     python deploy/env_example.py > deploy/.env.example
 
-tests/test_deploy.py fails when a setting is missing from the file (regenerate it after adding one).
+tests/project/test_deploy.py fails when a setting is missing from the file (regenerate it after adding one).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python scripts/config_docs.py > docs/configuration.md
 
-tests/test_docs.py fails when the file differs from what this prints (regenerate it after adding a setting).
+tests/project/test_docs.py fails when the file differs from what this prints (regenerate it after adding a setting).
 """
 
 from __future__ import annotations

@@ -66,3 +66,12 @@ def test_the_old_name_of_the_frozen_dense_option_still_works(monkeypatch: pytest
     assert Settings().train_frozen_dense is False
     monkeypatch.setenv("FLYWHEEL_TRAIN_ADAPTER", "true")
     assert Settings().train_frozen_dense is True
+
+
+def test_backend_settings() -> None:
+    assert Settings(encoder_backend="onnx-int8").bulk_backend == "onnx-int8"
+    assert Settings(encoder_backend="torch", bulk_encoder_backend="onnx").bulk_backend == "onnx"
+    with pytest.raises(ConfigError, match="same precision"):
+        Settings.load(encoder_backend="onnx-int8", bulk_encoder_backend="torch")
+    with pytest.raises(ConfigError, match="encoder_backend"):
+        Settings.load(encoder_backend="tensorrt")

@@ -1,0 +1,1 @@
+"""Test helpers: factories for data, a tiny model, servers, cycles and encoders (fixtures live in conftest.py)."""

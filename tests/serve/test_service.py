@@ -1,0 +1,141 @@
+"""The serving core: start-up reconciliation, both-or-neither writes, swaps (with adapters) that never mix versions."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from flywheel.api.app import create_app
+from flywheel.config import Settings
+from flywheel.models.query_adapter import QueryAdapter
+from flywheel.models.registry import ModelVersion
+from flywheel.serve.index import Index
+from flywheel.serve.service import Service
+from flywheel.types import Document
+from flywheel.util.files import now_iso
+from tests.helpers.factories import CORPUS, world_documents
+
+DOCS = [Document(i, t) for i, t in CORPUS]
+
+
+def test_first_start_registers_base_and_points_alias(service: Service) -> None:
+    assert service.registry.incumbent().version == "v1"
+    assert service.index.serving_version() == "v1"
+    assert service.encoder.version == "v1"
+
+
+def test_restart_repairs_missing_and_stale_points(settings: Settings) -> None:
+    svc = Service.open(settings)
+    svc.upsert_documents(DOCS)
+    # Damage the collection the way a crash between the two writes would.
+    svc.index.delete("v1", ["d1", "d2"])
+    svc.index.upsert("v1", [Document("ghost", "not in duckdb")], svc.encoder.encode(["x"]))
+    svc.close()
+    again = Service.open(settings)
+    try:
+        assert again.index.count("v1") == len(DOCS)
+        ids = {i for batch, _ in again.index.scroll_vectors("v1") for i in batch}
+        assert ids == {d.id for d in DOCS}
+    finally:
+        again.close()
+
+
+def test_restart_rebuilds_lost_collection(settings: Settings) -> None:
+    svc = Service.open(settings)
+    svc.upsert_documents(DOCS)
+    before = [(h.doc_id, round(h.score, 5)) for h in svc.search("python", 3).hits]
+    svc.index.drop("v1")
+    svc.close()
+    again = Service.open(settings)
+    try:
+        assert again.index.count("v1") == len(DOCS)
+        assert again.index.serving_version() == "v1"
+        assert [(h.doc_id, round(h.score, 5)) for h in again.search("python", 3).hits] == before
+    finally:
+        again.close()
+
+
+def test_qdrant_failure_rolls_back_duckdb(service: Service) -> None:
+    service.index.drop("v1")  # the next Qdrant write fails
+    with pytest.raises(ValueError, match="Collection documents__v1 not found"):  # qdrant-client, local mode
+        service.upsert_documents(DOCS[:2])
+    assert service.store.count_documents() == 0
+
+
+def test_swap_switches_alias_and_encoder_together(service: Service, tmp_path, tiny_model_path) -> None:
+    from flywheel.models.encoder import Encoder
+    from flywheel.models.loading import load_model
+    from tests.helpers.tiny_model import build_tiny_model
+
+    service.upsert_documents(DOCS)
+    other = load_model(str(build_tiny_model(tmp_path / "other")), "cpu")
+    for layer in other.parameters():  # a visibly different model of the same shape
+        layer.data.mul_(-1.0)
+    encoder = Encoder("v2", other)
+    service.index.create("v2", encoder.dimension)
+    service.embed_into("v2", encoder, DOCS)
+    calls: list[str] = []
+    service.swap(encoder, before_switch=lambda: calls.append(service.index.serving_version()))
+    assert calls == ["v1"]
+    result = service.search("learn python", 3)
+    assert result.model_version == "v2" and service.index.serving_version() == "v2"
+    expected = service.index.search(encoder.encode(["learn python"])[0], 3, collection="documents__v2")
+    assert [h.doc_id for h in result.hits] == [h.doc_id for h in expected]
+    logged = service.store.query("SELECT model_version FROM searches")
+    assert logged == [("v2",)]
+    assert isinstance(service.index, Index) and np.isfinite(result.hits[0].score)
+
+
+def test_searches_during_adapter_swaps_never_mix_versions(settings: Settings) -> None:
+    """HTTP searches run while the query transform flips between base and two adapters many times; every
+    answer equals what its named version returns on its own."""
+    with TestClient(create_app(settings)) as api:
+        api.post("/documents", json={"documents": world_documents()})
+        service = api.app.state.service
+        dim = service.encoder.dimension
+        adapters = {}
+        for seed, version in ((1, "v2"), (2, "v3")):
+            rotation, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(dim, dim)))
+            adapter = QueryAdapter(version, "v1", rotation.astype(np.float32), np.zeros(dim, np.float32))
+            _, folder = service.registry.allocate()
+            adapter.save(folder)
+            service.registry.save(ModelVersion(version, "adapter", "", now_iso(), dim, parent="v1"))
+            adapters[version] = adapter
+        query = "good guitar tips"
+        base_vector = service.encoder.encode([query])[0]
+        expected = {
+            version: [h.doc_id for h in service.index.search(vector, 5)]
+            for version, vector in (
+                ("v1", base_vector),
+                ("v2", adapters["v2"].apply(base_vector)),
+                ("v3", adapters["v3"].apply(base_vector)),
+            )
+        }
+        assert len({tuple(v) for v in expected.values()}) == 3, "the three versions must answer differently"
+        answers: list[dict] = []
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                response = api.post("/search", json={"query": query, "k": 5})
+                (answers.append(response.json()) if response.status_code == 200 else errors.append(response.text))
+
+        threads = [threading.Thread(target=hammer) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for i in range(60):
+            service.swap(service.encoder, adapter=[None, adapters["v2"], adapters["v3"]][i % 3])
+        stop.set()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:3]
+        for body in answers:
+            assert [h["doc_id"] for h in body["hits"]] == expected[body["model_version"]]
+        logged = service.store.query("SELECT DISTINCT vector_version FROM searches")
+        assert logged == [("v1",)], "the base's vector is logged whatever adapter served"
+        with pytest.raises(ValueError, match="belongs to"):
+            service.swap(service.encoder, adapter=QueryAdapter("v9", "v7", np.eye(dim), np.zeros(dim)))
