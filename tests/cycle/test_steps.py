@@ -14,6 +14,7 @@ import pytest
 
 from flywheel.config import Settings
 from flywheel.cycle.mining import Pair
+from flywheel.cycle.report.model import CycleReport, Metrics
 from flywheel.cycle.split import is_heldout
 from flywheel.cycle.steps import (
     export_and_guard,
@@ -40,6 +41,13 @@ METRICS = {
 }
 
 
+def _report(cycle_id: str, service: Service | None = None, **fields: object) -> CycleReport:
+    """A report skeleton (from what serves, given a service) with some fields already filled in."""
+    if service is None:
+        return CycleReport(cycle_id=cycle_id, created_at="2026-12-02T00:00:00+00:00", kind="full", **fields)
+    return new_report(service, cycle_id, "full").model_copy(update=fields)
+
+
 def _pair(group: str, doc_id: str, label: int) -> Pair:
     return Pair(group, group, doc_id, f"text of {doc_id}", label, label, 1 - label, 1)
 
@@ -52,21 +60,30 @@ def loaded(service: Service) -> Service:
 
 
 def test_new_report_starts_from_what_serves(service: Service) -> None:
-    report = new_report(service, "c-1", "adapter")
+    report = new_report(service, "c-1", "adapter", base="v1").to_json()
     created = datetime.fromisoformat(report.pop("created_at"))
     assert created.utcoffset().total_seconds() == 0
     assert report == {
         "cycle_id": "c-1",
         "kind": "adapter",
         "incumbent": "v1",
+        "base": "v1",
         "candidate": None,
         "serving_after": "v1",
-        "metrics": {},
+        "decision": None,
+        "reasons": [],
         "checks": [],
+        "window": None,
+        "counts": {},
+        "metrics": {"pair_error": None, "golden": None, "retrieval": None, "next_traffic": None},
         "examples": [],
         "training": None,
+        "onnx": None,
+        "timings": {},
+        "duration_s": None,
         "error": None,
     }
+    assert "base" not in new_report(service, "c-2", "full").to_json()  # only adapter cycles sit on a base
 
 
 def test_stage_timer_announces_a_stage_and_records_it_when_done() -> None:
@@ -83,14 +100,14 @@ def test_stage_timer_announces_a_stage_and_records_it_when_done() -> None:
 
 def test_gate_adds_the_time_budget_and_writes_checks_and_reasons_into_the_report() -> None:
     settings = Settings(max_cycle_minutes=1)
-    report: dict = {}
+    report = _report("c-gate")
     decision = gate(report, [Check("error_rate_improvement", True, "better")], time.monotonic() - 120, settings)
     assert not decision.promote
-    assert [c["name"] for c in report["checks"]] == ["error_rate_improvement", "time_budget"]
-    assert report["checks"][1]["passed"] is False
-    assert report["reasons"] == ["cycle took 2.0 min of a 1 min budget"]  # only what failed
+    assert [c["name"] for c in report.checks] == ["error_rate_improvement", "time_budget"]
+    assert report.checks[1]["passed"] is False
+    assert report.reasons == ["cycle took 2.0 min of a 1 min budget"]  # only what failed
 
-    in_time = gate({}, [Check("error_rate_improvement", True, "better")], time.monotonic(), settings)
+    in_time = gate(_report("c-gate2"), [Check("error_rate_improvement", True, "better")], time.monotonic(), settings)
     assert in_time.promote and in_time.reasons == ["better", "cycle took 0.0 min of a 1 min budget"]
 
 
@@ -112,14 +129,14 @@ def test_split_counts_adds_the_split_to_the_mined_counts_and_refuses_nothing_to_
 
 def test_mine_and_split_records_the_window_and_keeps_each_query_group_on_one_side(loaded: Service) -> None:
     service = loaded
-    service.settings = service.settings.model_copy(update={"heldout_percent": 50})
+    service.settings = service.settings.model_copy(update={"heldout_percent": 50, "next_traffic_percent": 0})
     for n, topic in enumerate(TOPICS):
         query = f"good {topic} tips"
         service.store.log_search(f"s{n}", query, 2, "v1", [Impression(1, f"{topic}-0", 0.9), Impression(2, "x", 0.1)])
         service.store.add_events([Event(f"e{n}", f"s{n}", f"{topic}-0", "click")])
-    report: dict = {}
+    report = _report("c-mine")
     mined, train, heldout = mine_and_split(service, service.encoder, report)
-    assert report["window"] == {"start": None, "end": mined.window_end.isoformat()}
+    assert report.window.model_dump() == {"start": None, "end": mined.window_end.isoformat()}
     assert len(mined.pairs) == len(TOPICS) and all(p.label == 1 for p in mined.pairs)
     assert sorted(p.group for p in train + heldout) == sorted(p.group for p in mined.pairs)
     assert train and heldout, "16 query groups at 50% land on both sides"
@@ -130,13 +147,13 @@ def test_settle_decision_promotes_the_candidate_records_it_and_prunes(loaded: Se
     service = loaded
     service.settings = service.settings.model_copy(update={"keep_versions": 1})
     candidate = embed_candidate(service, tiny_model_path)
-    report = new_report(service, "c-promote", "full") | {"candidate": "v2", "metrics": METRICS}
+    report = _report("c-promote", candidate="v2", metrics=Metrics(**METRICS), service=service)
     timings: dict[str, float] = {}
     stages: list[str] = []
 
     settle_decision(service, report, "v2", True, stage_timer(timings, stages.append), lambda: service.swap(candidate))
 
-    assert (report["decision"], report["serving_after"]) == ("promoted", "v2")
+    assert (report.decision, report.serving_after) == ("promoted", "v2")
     assert stages == ["swap"] and list(timings) == ["swap"]
     entry = service.registry.incumbent()
     assert entry.version == "v2" and entry.metrics == {
@@ -155,12 +172,12 @@ def test_settle_decision_rejects_without_swapping_and_drops_the_candidate(
 ) -> None:
     service = loaded
     embed_candidate(service, tiny_model_path)
-    report = new_report(service, "c-reject", "full") | {"candidate": "v2", "metrics": METRICS}
+    report = _report("c-reject", candidate="v2", metrics=Metrics(**METRICS), service=service)
     swaps: list[str] = []
 
     settle_decision(service, report, "v2", False, stage_timer({}, lambda _: None), lambda: swaps.append("swap"))
 
-    assert report["decision"] == "rejected" and report["serving_after"] == "v1" and swaps == []
+    assert report.decision == "rejected" and report.serving_after == "v1" and swaps == []
     entry = service.registry.get("v2")
     assert entry.status == "rejected" and entry.metrics["error_rate"] == 0.18
     assert [p.name for p in entry.path.iterdir()] == ["meta.json"]
@@ -170,13 +187,13 @@ def test_settle_decision_rejects_without_swapping_and_drops_the_candidate(
 def test_settle_failure_discards_a_candidate_that_does_not_serve(loaded: Service, tiny_model_path: Path) -> None:
     service = loaded
     embed_candidate(service, tiny_model_path)
-    report = new_report(service, "c-fail", "full") | {"candidate": "v2"}
+    report = _report("c-fail", candidate="v2", service=service)
     try:
         raise RuntimeError("qdrant went away")
     except RuntimeError as exc:
         settle_failure(service, report, exc)
-    assert report["decision"] == "failed" and report["reasons"] == ["qdrant went away"]
-    assert report["error"].startswith("qdrant went away\nTraceback") and "RuntimeError" in report["error"]
+    assert report.decision == "failed" and report.reasons == ["qdrant went away"]
+    assert report.error.startswith("qdrant went away\nTraceback") and "RuntimeError" in report.error
     entry = service.registry.get("v2")
     assert entry.status == "failed" and entry.metrics == {"error": "qdrant went away"}
     assert [p.name for p in entry.path.iterdir()] == ["meta.json"] and service.index.versions() == ["v1"]
@@ -184,7 +201,7 @@ def test_settle_failure_discards_a_candidate_that_does_not_serve(loaded: Service
     # Bad input (nothing to train on) is a rejection with the message alone, no traceback.
     nothing = new_report(service, "c-empty", "full")
     settle_failure(service, nothing, InvalidInput("no training example"))
-    assert (nothing["decision"], nothing["error"], nothing["reasons"]) == (
+    assert (nothing.decision, nothing.error, nothing.reasons) == (
         "rejected",
         "no training example",
         ["no training example"],
@@ -194,22 +211,22 @@ def test_settle_failure_discards_a_candidate_that_does_not_serve(loaded: Service
 def test_settle_failure_keeps_a_candidate_that_already_serves(loaded: Service, tiny_model_path: Path) -> None:
     service = loaded
     candidate = embed_candidate(service, tiny_model_path)
-    report = new_report(service, "c-late", "full") | {"candidate": "v2"}
+    report = _report("c-late", candidate="v2", service=service)
     service.swap(candidate)  # the failure came after the switch, before the registry followed
 
     settle_failure(service, report, RuntimeError("report writer crashed"))
 
-    assert (report["decision"], report["serving_after"]) == ("promoted", "v2")
+    assert (report.decision, report.serving_after) == ("promoted", "v2")
     assert service.registry.incumbent().version == "v2"  # so a restart keeps serving it
     assert (service.registry.dir / "v2" / "model.safetensors").is_file()
 
 
 def test_finish_report_writes_json_and_html(service: Service) -> None:
-    report = new_report(service, "c-done", "full") | {"decision": "rejected", "reasons": ["too few pairs"]}
+    report = _report("c-done", decision="rejected", reasons=["too few pairs"], service=service)
     done = finish_report(service, report, {"mine": 0.25}, time.monotonic())
     folder = service.settings.reports_dir / "c-done"
-    assert json.loads((folder / "report.json").read_text()) == done
-    assert done["timings"] == {"mine": 0.25} and 0 <= done["duration_s"] < 5
+    assert json.loads((folder / "report.json").read_text()) == done.to_json()
+    assert done.timings == {"mine": 0.25} and 0 <= done.duration_s < 5
     page = (folder / "report.html").read_text()
     assert "<code>c-done</code>" in page and "<li>too few pairs</li>" in page
 
@@ -237,13 +254,13 @@ def test_export_and_guard_exports_nothing_when_torch_serves_and_no_export_is_ask
     service.settings = service.settings.model_copy(update={"export_on_promote": False})
     entry = add_candidate(service, tiny_model_path)
     trained = service.load_encoder(entry)
-    report: dict = {}
+    report = _report("c-export")
 
     query, bulk, check = export_and_guard(service, entry, [], report, torch_encoder=trained)
 
     assert query is trained and bulk is trained  # the encoder training left is reused, not reloaded
     assert check == Check("encoder_backend", True, "no ONNX export; query encoder torch, corpus encoder torch")
-    assert report["onnx"] == {
+    assert report.onnx == {
         "requested": {"query": "torch", "bulk": "torch"},
         "serving": {"query": "torch", "bulk": "torch"},
     }
@@ -260,16 +277,16 @@ def test_a_failed_export_is_fatal_only_when_a_backend_needs_onnx(
     )
     service.settings = service.settings.model_copy(update={"guard_pairs": one_label})
     entry = add_candidate(service, tiny_model_path)
-    report: dict = {}
+    report = _report("c-export")
 
     query, bulk, check = export_and_guard(service, entry, [], report)  # torch serves: the cycle goes on
 
     assert (query.backend, bulk.backend) == ("torch", "torch") and check.passed
-    error = report["onnx"]["error"]
+    error = report.onnx["error"]
     assert "only one class" in error
     assert check.detail == f"ONNX export failed: {error}; query encoder torch, corpus encoder torch"
-    assert "guard" not in report["onnx"]
+    assert "guard" not in report.onnx
 
     service.settings = service.settings.model_copy(update={"encoder_backend": "onnx"})
     with pytest.raises(InvalidInput, match=re.escape(error)):
-        export_and_guard(service, entry, [], {})
+        export_and_guard(service, entry, [], _report("c-export2"))

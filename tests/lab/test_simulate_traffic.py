@@ -19,7 +19,7 @@ from flywheel.lab.simulate import (
     query_sequence,
     simulate_traffic,
 )
-from tests.conftest import world_documents, world_queries
+from tests.helpers.factories import world_documents, world_queries
 
 
 def _list(relevant_ranks: set[int], k: int = 10) -> tuple[dict[str, Any], set[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from flywheel.errors import InvalidInput
 from flywheel.lab.evaluate import evaluate_pairs_file
 from flywheel.learn.query_adapter import AdapterConfig
-from flywheel.learn.query_adapter_file import train_adapter_file
+from flywheel.learn.query_adapter_file import LABELLED_DEFAULTS, train_adapter_file
 from flywheel.models.query_adapter import KIND, is_adapter_dir
 from tests.helpers.factories import quora_pairs
 
@@ -18,7 +19,7 @@ from tests.helpers.factories import quora_pairs
 def test_adapter_fits_real_pairs_and_records_provenance(tmp_path: Path, minilm_path: str) -> None:
     pairs = quora_pairs(tmp_path, 500)
     out = tmp_path / "adapter"
-    config = AdapterConfig(scale=20.0, identity_weight=0.0, epochs=60, learning_rate=2e-3, seed=3)
+    config = replace(LABELLED_DEFAULTS, epochs=60, learning_rate=2e-3, seed=3)
     meta = train_adapter_file(pairs, out, minilm_path, config, symmetric=True, progress=False)
 
     assert is_adapter_dir(out) and sorted(p.name for p in out.iterdir()) == ["adapter.safetensors", "meta.json"]

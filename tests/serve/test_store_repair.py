@@ -13,7 +13,7 @@ from flywheel.config import Settings
 from flywheel.serve.index import point_id
 from flywheel.serve.service import Service
 from flywheel.types import Document
-from tests.conftest import CORPUS
+from tests.helpers.factories import CORPUS
 
 DOCS = [Document(i, t, {"n": n}) for n, (i, t) in enumerate(CORPUS)]
 

@@ -16,7 +16,7 @@ from flywheel.cycle.runner import CycleRunner
 from flywheel.models.registry import ModelVersion, Registry
 from flywheel.types import Document
 from flywheel.util.files import now_iso
-from tests.conftest import make_documents, make_event
+from tests.helpers.factories import make_documents, make_event
 
 ADMIN, SEARCH_KEY = "adm", "srch"
 # A request over TCP from a browser on this machine: the peer is loopback whatever the Host header says.
