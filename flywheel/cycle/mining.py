@@ -57,6 +57,7 @@ class Pair:
     negative_votes: int
     searches: int
     source: str = "feedback"  # or "mined"
+    click_rank: float = 0.0  # mean rank (1-based) it was shown at when clicked; 0 when never clicked
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,9 @@ def mine_pairs(
     rows, latest, cut = _split_latest(labelled_rows(store, end, start), next_traffic_percent)
 
     groups: dict[str, Counter[str]] = defaultdict(Counter)  # group -> raw query texts
-    votes: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])  # pos, neg, searches
+    votes: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # pos, neg, searches, rank sum
     searches = set()
-    for search_id, query, doc_id, positive, negative, *_ in rows:
+    for search_id, query, doc_id, positive, negative, _ts, rank in rows:
         key = normalise_query(query)
         if not key or doc_id not in texts:  # a deleted document can no longer be trained on
             continue
@@ -134,25 +135,28 @@ def mine_pairs(
         vote[0] += positive
         vote[1] += negative
         vote[2] += 1
+        vote[3] += rank * positive
 
     merged = _merge_similar(list(groups), encoder, group_threshold) if group_threshold else {}
     by_group: dict[str, list[Pair]] = defaultdict(list)
     conflicts = 0
-    combined: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for (key, doc_id), (pos, neg, n) in votes.items():
+    combined: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for (key, doc_id), vote in votes.items():
         target = combined[(merged.get(key, key), doc_id)]
-        target[0] += pos
-        target[1] += neg
-        target[2] += n
+        for i, value in enumerate(vote):
+            target[i] += value
     queries: dict[str, Counter[str]] = defaultdict(Counter)
     for key, texts_seen in groups.items():
         queries[merged.get(key, key)].update(texts_seen)
-    for (group, doc_id), (pos, neg, n) in combined.items():
+    for (group, doc_id), (pos, neg, n, rank_sum) in combined.items():
         if pos == neg:
             conflicts += 1
             continue
         query = queries[group].most_common(1)[0][0]
-        by_group[group].append(Pair(group, query, doc_id, texts[doc_id], int(pos > neg), pos, neg, n))
+        click_rank = rank_sum / pos if pos else 0.0
+        by_group[group].append(
+            Pair(group, query, doc_id, texts[doc_id], int(pos > neg), pos, neg, n, click_rank=click_rank)
+        )
 
     pairs: list[Pair] = []
     for group_pairs in by_group.values():

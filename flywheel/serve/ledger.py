@@ -70,6 +70,36 @@ def labelled_rows(
     return store.query(_LABELLED_SQL, [end, start, start])  # type: ignore[return-value]
 
 
+_SHOWN_SQL = """
+WITH clicked AS (
+    SELECT search_id, doc_id FROM events
+    WHERE received_at <= ? AND type IN ('click', 'thumbs_up') GROUP BY search_id, doc_id
+)
+SELECT s.search_id, s.query, i.doc_id, i.rank, (c.doc_id IS NOT NULL)::INTEGER AS clicked
+FROM searches s
+JOIN impressions i ON i.search_id = s.search_id
+LEFT JOIN clicked c ON c.search_id = i.search_id AND c.doc_id = i.doc_id
+WHERE s.ts < ? AND (? IS NULL OR s.ts >= ?) AND s.search_id IN (SELECT search_id FROM clicked)
+ORDER BY s.ts, s.search_id, i.rank
+"""
+
+
+def shown_results(
+    store: Store, end: datetime, before: datetime | None, start: datetime | None
+) -> list[tuple[str, str, str, int, int]]:
+    """(search_id, query, doc_id, rank, clicked) for every result shown in a search with a click: what a click
+    model needs to estimate how often each rank is looked at.
+
+    Args:
+        store: the open store.
+        end: only events received up to this time.
+        before: only searches logged before this time (the start of the held-out next traffic; None: all).
+        start: only searches logged from this time (None: all).
+    """
+    until = before or datetime(9999, 1, 1)
+    return store.query(_SHOWN_SQL, [end, until, start, start])  # type: ignore[return-value]
+
+
 def count_events(store: Store, end: datetime) -> int:
     """Events received up to `end`."""
     return int(store.query("SELECT count(*) FROM events WHERE received_at <= ?", [end])[0][0])

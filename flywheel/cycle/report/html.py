@@ -209,23 +209,47 @@ def _metrics(metrics: Any) -> str:
     rows: list[list[Any]] = []
     if pair := pair_block(dig(metrics, "pair_error")):
         rows += _pair_rows("held-out pairs", pair)
-    if isinstance(retrieval := dig(metrics, "retrieval"), dict):
-        # Only per-metric entries: the cycle also stores compare_retrieval's incumbent/candidate/delta dicts.
-        names = [*_RETRIEVAL_LABELS, *(k for k in retrieval if k not in _RETRIEVAL_LABELS)]
-        for name in (n for n in names if isinstance(retrieval.get(n), dict) and "incumbent" in retrieval[n]):
-            m = retrieval[name]
-            delta = _score(m.get("delta"), sign=True, ci=m.get("ci95"), missing="n/a")
-            label = _RETRIEVAL_LABELS.get(name, name)
-            rows.append([label, _score(m.get("incumbent")), _score(m.get("candidate")), delta])
-        n = retrieval.get("n_queries")
-        rows.append(["retrieval: queries", "n/a" if n is None else n, "", ""])
-    elif rows:  # e.g. rejected before re-embedding: say so rather than leave the reader wondering
+    views = [(label, v) for label, key in _VIEWS if isinstance(v := dig(metrics, key), dict)]
+    for label, view in views:
+        rows += _view_rows(label, view)
+    if rows and not views:  # e.g. rejected before re-embedding: say so rather than leave the reader wondering
         rows.append(["retrieval (nDCG, MRR, Recall@10)", "not measured", "not measured", "n/a"])
     if golden := pair_block(dig(metrics, "golden")):
         rows += _pair_rows("golden set", golden)
     if not rows:
         return _note("No metrics were measured in this cycle.")
     return _table(["metric", "incumbent", "candidate", "change (candidate - incumbent)"], rows)
+
+
+_VIEWS = (("next traffic", "next_traffic"), ("unseen queries", "retrieval"))
+
+
+def _view_rows(label: str, view: dict[str, Any]) -> list[list[Any]]:
+    """One retrieval view: each metric, its size and minimal detectable effect, and its parts (nDCG@10)."""
+    rows: list[list[Any]] = []
+    # Only per-metric entries: the block also holds compare_scores' incumbent/candidate/delta dicts.
+    names = [*_RETRIEVAL_LABELS, *(k for k in view if k not in _RETRIEVAL_LABELS)]
+    for name in (n for n in names if isinstance(view.get(n), dict) and "incumbent" in view[n]):
+        m = view[name]
+        delta = _score(m.get("delta"), sign=True, ci=m.get("ci95"), missing="n/a")
+        rows.append(
+            [
+                f"{label}: {_RETRIEVAL_LABELS.get(name, name)}",
+                _score(m.get("incumbent")),
+                _score(m.get("candidate")),
+                delta,
+            ]
+        )
+    n, mde = view.get("n_queries"), as_num(dig(view, "mde", "ndcg@10"))
+    detectable = f"detectable nDCG@10 change: {mde:.3f}" if mde is not None else ""
+    rows.append([f"{label}: searches", "n/a" if n is None else n, "", detectable])
+    parts = view.get("parts") if isinstance(view.get("parts"), dict) else {}
+    for part, p in parts.items():
+        if isinstance(p, dict) and "incumbent" in p:
+            change = _score(p.get("delta"), sign=True, ci=p.get("ci95"), missing="n/a")
+            title = f"{label}, {part.replace('_', ' ')} ({p.get('n_queries')}): nDCG@10"
+            rows.append([title, _score(p.get("incumbent")), _score(p.get("candidate")), change])
+    return rows
 
 
 def _training(training: Any) -> str:

@@ -131,7 +131,7 @@ def test_reads_the_metric_layouts_the_cycle_writes(tmp_path: Path) -> None:
     retrieval["delta"] = {m: {"mean": retrieval[m]["delta"], "ci95": retrieval[m]["ci95"]} for m in names}
     page = (write_report(tmp_path, report) / "report.html").read_text()
     assert "-3.9 pt (95% CI -5.0..-2.8)" in page and "17.7% of the mistakes avoided" in page
-    assert page.count("<td>nDCG@10</td>") == 1 and "<td>delta</td>" not in page and "<td>incumbent</td>" not in page
+    assert page.count("<td>unseen queries: nDCG@10</td>") == 1 and "<td>delta</td>" not in page and "<td>incumbent</td>" not in page
     assert list_reports(tmp_path)[0]["error_candidate"] == 0.181
 
 
@@ -170,10 +170,10 @@ def test_the_metric_count_and_timing_tables_carry_the_reports_numbers() -> None:
         "<tr><td>held-out pairs: relative reduction</td><td></td><td></td><td>17.7% of the mistakes avoided</td></tr>",
         "<tr><td>held-out pairs: ROC AUC</td><td>0.850</td><td>0.880</td><td>+0.030</td></tr>",
         "<tr><td>held-out pairs: n</td><td>500</td><td>500</td><td></td></tr>",
-        "<tr><td>nDCG@10</td><td>0.610</td><td>0.660</td><td>+0.050 (95% CI 0.030..0.070)</td></tr>",
-        "<tr><td>MRR@10</td><td>0.550</td><td>0.600</td><td>+0.050 (95% CI 0.020..0.080)</td></tr>",
-        "<tr><td>Recall@10</td><td>0.800</td><td>0.840</td><td>+0.040 (95% CI 0.010..0.070)</td></tr>",
-        "<tr><td>retrieval: queries</td><td>120</td><td></td><td></td></tr>",
+        "<tr><td>unseen queries: nDCG@10</td><td>0.610</td><td>0.660</td><td>+0.050 (95% CI 0.030..0.070)</td></tr>",
+        "<tr><td>unseen queries: MRR@10</td><td>0.550</td><td>0.600</td><td>+0.050 (95% CI 0.020..0.080)</td></tr>",
+        "<tr><td>unseen queries: Recall@10</td><td>0.800</td><td>0.840</td><td>+0.040 (95% CI 0.010..0.070)</td></tr>",
+        "<tr><td>unseen queries: searches</td><td>120</td><td></td><td></td></tr>",
         "<tr><td>feedback events</td><td>1,234</td></tr>",
         "<tr><td>held-out queries</td><td>40</td></tr>",
         "<tr><td>train</td><td>2 min 0.5 s</td></tr>",

@@ -1,0 +1,257 @@
+"""Which learner earns most from clicks: worlds x traffic x learners, judged on check queries and next traffic.
+
+For each world (SciFact, Quora) and traffic (uniform: every traffic query `--rounds` times; zipf: popular
+questions come back) a fresh data dir gets the corpus and simulated traffic, written in bulk with the rows
+`POST /search` writes (exact top 10 of the base vectors, the base query vector, searches in time order) and
+events through `Service.feedback`; the users are the demo's (position-based examination 1/r, 5% misclicks,
+5% who leave). Then, on the same mined data and the cycle's own split, each learner is trained the way an
+adapter cycle trains it, and judged against the base (the incumbent) with paired 95% bootstrap CIs:
+
+- check: the world's check queries (never asked), nDCG@10 against the judgements;
+- next: the next-traffic view the gate reads (the latest 20% of searches, their clicks as relevant);
+- unseen: the unseen-queries view (held-out query groups, their clicks as relevant).
+
+Learners: base (the incumbent itself), in-batch adapter (the previous default), corpus adapter (softmax over
+the whole index), debiased adapter (corpus, clicks weighted by inverse estimated propensity), memory (query
+memory alone), adapter+memory (corpus adapter then memory, the default).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/learners.py [--worlds scifact,quora] [--traffic uniform,zipf] [--seeds 0]
+
+Prints a table and writes bench/results/learners.json. Base vectors are cached in bench/.cache (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+from flywheel.config import Settings  # noqa: E402
+from flywheel.cycle.adapter import gather_vectors, train_learner, training_arrays  # noqa: E402
+from flywheel.cycle.evaluation import next_traffic_view, unseen_view  # noqa: E402
+from flywheel.cycle.report.model import CycleReport  # noqa: E402
+from flywheel.cycle.steps import mine_and_split  # noqa: E402
+from flywheel.lab.demo import DEMO_USER  # noqa: E402
+from flywheel.lab.simulate import SimulationStats, Traffic, _behave, query_sequence  # noqa: E402
+from flywheel.lab.worlds import World, load_world  # noqa: E402
+from flywheel.models.query_adapter import AdaptedQueries, QueryAdapter, normalise  # noqa: E402
+from flywheel.scoring.ranking import compare_scores, retrieval_scores  # noqa: E402
+from flywheel.serve.service import Service  # noqa: E402
+from flywheel.serve.store import encode_vector  # noqa: E402
+from flywheel.types import Event  # noqa: E402
+from flywheel.util.files import utcnow  # noqa: E402
+from flywheel.util.packaged import packaged_model_path  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CACHE = Path(__file__).resolve().parent / ".cache"
+LEARNERS = ("base", "in-batch adapter", "corpus adapter", "debiased adapter", "memory", "adapter+memory")
+
+
+def base_vectors(world: World, model: Any) -> dict[str, np.ndarray]:
+    """Unit base vectors of every document and query text of a world, cached on disk by world name."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"{world.name}-minilm.npz"
+    texts = [d.text for d in world.corpus] + list(world.traffic_queries.values()) + list(world.check_queries.values())
+    texts = list(dict.fromkeys(texts))
+    if path.exists():
+        stored = np.load(path, allow_pickle=True)
+        if list(stored["texts"]) == texts:
+            return dict(zip(texts, stored["vectors"], strict=True))
+    vectors = normalise(model.encode(texts, batch_size=64, show_progress_bar=True))
+    np.savez(path, texts=np.array(texts, dtype=object), vectors=vectors)
+    return dict(zip(texts, vectors, strict=True))
+
+
+def write_traffic(service: Service, world: World, vec: dict, traffic: Traffic, seed: int) -> dict[str, int]:
+    """Ingest the corpus with cached vectors; log the simulated searches (in time order) and their events."""
+    import pyarrow as pa
+
+    ids = [d.id for d in world.corpus]
+    doc_vectors = np.stack([vec[d.text] for d in world.corpus])
+    with service.store.transaction() as con:
+        service.store.upsert_documents(con, list(world.corpus))
+    service.index.upsert("v1", list(world.corpus), doc_vectors)
+    user, rng, stats = traffic.user, random.Random(seed), SimulationStats()
+    order = query_sequence(world.traffic_queries, traffic, seed)
+    qids = sorted(set(order))
+    q_vectors = np.stack([vec[world.traffic_queries[q]] for q in qids])
+    top = np.argsort(-(q_vectors @ doc_vectors.T), axis=1)[:, : user.k]
+    row = {q: i for i, q in enumerate(qids)}
+    start = utcnow() - timedelta(seconds=len(order))
+    cols: dict[str, list] = {c: [] for c in ("search_id", "query", "query_vector", "ts")}
+    imps: dict[str, list] = {c: [] for c in ("search_id", "rank", "doc_id", "score")}
+    events: list[Event] = []
+    for n, qid in enumerate(order):
+        sid, i = f"s{n:07d}", row[qid]
+        cols["search_id"].append(sid)
+        cols["query"].append(world.traffic_queries[qid])
+        cols["query_vector"].append(encode_vector(q_vectors[i]))
+        cols["ts"].append(start + timedelta(seconds=n))  # one search a second: the log keeps their order
+        hits = [{"doc_id": ids[j], "score": float(q_vectors[i] @ doc_vectors[j])} for j in top[i]]
+        for rank, h in enumerate(hits, start=1):
+            for key, value in (("search_id", sid), ("rank", rank), ("doc_id", h["doc_id"]), ("score", h["score"])):
+                imps[key].append(value)
+        for e in _behave({"search_id": sid, "hits": hits}, world.traffic_relevant[qid], user, rng, stats):
+            events.append(Event(e["event_id"], e["search_id"], e["doc_id"], e["type"]))
+        stats.searches += 1
+    n = len(order)
+    table = pa.table({**cols, "ts": pa.array(cols["ts"], pa.timestamp("us")), "k": pa.array([user.k] * n, pa.int32())})
+    with service.store.transaction() as con:
+        con.register("_s", table)
+        con.register("_i", pa.table(imps))
+        con.execute(
+            "INSERT INTO searches (search_id, ts, query, k, model_version, query_vector, vector_version) "
+            "SELECT search_id, ts, query, k, 'v1', query_vector, 'v1' FROM _s"
+        ).fetchall()
+        con.execute("INSERT INTO impressions SELECT search_id, rank, doc_id, score FROM _i").fetchall()
+    for begin in range(0, len(events), 5000):
+        service.feedback(events[begin : begin + 5000])
+    stats.distinct_queries = len(qids)
+    return {k: v for k, v in vars(stats).items() if k in ("searches", "distinct_queries", "clicks", "wrong_clicks")}
+
+
+def settings_for(learner: str, base: Settings) -> Settings | None:
+    """The settings an adapter cycle would train `learner` with (None for the base itself)."""
+    choices = {
+        "in-batch adapter": {"adapter_learner": "adapter", "adapter_negatives": "in-batch", "adapter_debias": False},
+        "corpus adapter": {"adapter_learner": "adapter", "adapter_debias": False},
+        "debiased adapter": {"adapter_learner": "adapter", "adapter_debias": True},
+        "memory": {"adapter_learner": "memory"},
+        "adapter+memory": {"adapter_learner": "adapter+memory", "adapter_debias": False},
+    }
+    return None if learner == "base" else base.model_copy(update=choices[learner])
+
+
+def judge(world: World, vec: dict, cache: Any, candidate: QueryAdapter | None, seed: int) -> dict[str, np.ndarray]:
+    """Per-query nDCG@10 of base + `candidate` on the check queries (judged), over the whole collection."""
+    encode = lambda texts: np.stack([vec[t] for t in texts])  # noqa: E731
+    side = AdaptedQueries(cache.base, encode, candidate)
+    corpus = dict.fromkeys(cache.doc_ids, "")
+    return retrieval_scores(side, world.check_queries, corpus, world.check_relevant, 10, cache.docs)
+
+
+def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: list[str]) -> list[dict[str, Any]]:
+    """One world x traffic x seed: simulate once, then train and judge every learner on the same data."""
+    traffic = Traffic(popularity=traffic_name, rounds=3, user=DEMO_USER)
+    if traffic_name == "zipf":
+        traffic = Traffic(popularity="zipf", searches=3 * len(world.traffic_queries), user=DEMO_USER)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="flywheel-learners-") as tmp:
+        settings = Settings(data_dir=Path(tmp), base_model=packaged_model_path(), seed=seed)
+        service = Service.open(settings)
+        try:
+            sim = write_traffic(service, world, vec, traffic, seed)
+            report = CycleReport(cycle_id="bench", created_at="", kind="adapter")
+            mined, train_rows, heldout_rows = mine_and_split(service, service.encoder, report)
+            cache = gather_vectors(service, service.encoder, mined.pairs, (s.query for s in mined.next_traffic))
+            arrays = training_arrays(train_rows, cache)
+            base_check = judge(world, vec, cache, None, seed)
+            for learner in learners:
+                chosen = settings_for(learner, settings)
+                t0 = time.monotonic()
+                candidate = train_learner(arrays, cache, chosen, "cand")[0] if chosen else None
+                seconds = time.monotonic() - t0
+                sides = {
+                    "incumbent": AdaptedQueries(cache.base, cache.query_matrix, None),
+                    "candidate": AdaptedQueries(cache.base, cache.query_matrix, candidate),
+                }
+                corpus = dict.fromkeys(cache.doc_ids, "")
+
+                def score(side: str, q: dict, rel: dict, sides: dict = sides, corpus: dict = corpus) -> dict:
+                    return retrieval_scores(sides[side], q, corpus, rel, 10, cache.docs)
+
+                check = compare_scores(base_check, judge(world, vec, cache, candidate, seed), seed=seed)
+                views = {
+                    "unseen": unseen_view(score, heldout_rows, train_rows, seed),
+                    "next": next_traffic_view(score, mined.next_traffic, train_rows, seed),
+                }
+                rows.append(
+                    {
+                        "world": world.name,
+                        "traffic": traffic_name,
+                        "seed": seed,
+                        "learner": learner,
+                        "train_s": round(seconds, 2),
+                        "check": _summary(check),
+                        **{name: _summary(view) for name, view in views.items()},
+                        "simulation": sim,
+                        "counts": mined.counts,
+                    }
+                )
+                print(_line(rows[-1]), flush=True)
+        finally:
+            service.close()
+    return rows
+
+
+def _summary(block: dict[str, Any] | None) -> dict[str, Any] | None:
+    if block is None:
+        return None
+    delta = block["delta"]["ndcg@10"]
+    return {
+        "n": block["n_queries"],
+        "base": round(block["incumbent"]["ndcg@10"], 4),
+        "learner": round(block["candidate"]["ndcg@10"], 4),
+        "delta": round(delta["mean"], 4),
+        "ci95": [round(x, 4) for x in delta["ci95"]],
+        "relative": round(delta["mean"] / block["incumbent"]["ndcg@10"], 4) if block["incumbent"]["ndcg@10"] else None,
+    }
+
+
+def _cell(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return "n/a"
+    return f"{s['learner']:.3f} ({s['relative'] * 100:+.1f}%) [{s['ci95'][0]:+.3f},{s['ci95'][1]:+.3f}]"
+
+
+def _line(r: dict[str, Any]) -> str:
+    return (
+        f"{r['world']:8} {r['traffic']:8} {r['learner']:17} check {_cell(r['check']):34} next {_cell(r['next']):34} "
+        f"unseen {_cell(r['unseen']):34} train {r['train_s']:.1f} s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worlds", default="scifact,quora")
+    parser.add_argument("--traffic", default="uniform,zipf")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--learners", default=",".join(LEARNERS))
+    args = parser.parse_args()
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(packaged_model_path(), device="cpu")
+    learners = [x for x in args.learners.split(",") if x]
+    unknown = set(learners) - set(LEARNERS)
+    if unknown:
+        sys.exit(f"unknown learners {sorted(unknown)}; choose from {', '.join(LEARNERS)}")
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    for name in args.worlds.split(","):
+        world = load_world(name)
+        vec = base_vectors(world, model)
+        for traffic in args.traffic.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                rows += run_cell(world, vec, traffic, seed, learners)
+    RESULTS.mkdir(exist_ok=True)
+    out = {"rows": rows, "wall_s": round(time.monotonic() - started, 1), "command": " ".join(sys.argv)}
+    (RESULTS / "learners.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nnDCG@10 of base + learner, (relative change) [95% CI of the change]; wrote {RESULTS / 'learners.json'}")
+    for r in rows:
+        print(_line(r))
+
+
+if __name__ == "__main__":
+    main()
