@@ -69,7 +69,7 @@ class PropensityCurve:
         searches, rows, clicks: what the fit used (after dropping ranks beyond max_rank).
         pairs: query-document pairs that identify theta (shown at two or more ranks, often enough).
         impressions_per_pair: the median impressions of those pairs; below ~10 the estimate is biased towards
-            a flat curve (see `estimate_propensities`).
+            a flat curve (see `estimate_propensities`). 0 for "swap".
         iterations, converged: EM's iterations and whether the tolerance was met before max_iter.
         method: "em" (click model) or "swap" (randomised adjacent swaps).
     """
@@ -135,7 +135,7 @@ def estimate_propensities(
     min_impressions: int = 8,
     cascade: bool = False,
     monotone: bool = False,
-    max_iter: int = 1000,
+    max_iter: int = 3000,
     tol: float = 1e-6,
     bootstrap: int = 0,
     seed: int = 0,
@@ -159,8 +159,9 @@ def estimate_propensities(
             position bias: with a true 0.85^(r-1) it estimated theta_2 = 0.16 from clicked searches, 0.32
             from all (cascade=True: 0.87-0.89).
             Deep ranks are rarely read in a cascade, so it needs more data: with every search (all_searches)
-            max error 0.07-0.09 at 10k searches, 0.04-0.07 at 15k; from clicked searches alone 0.15-0.19
-            at 10k and 0.06-0.16 at 20k, since the unseen no-click searches then hinge on poorly known gammas.
+            max error 0.05-0.10 at 10k searches; from clicked searches alone 0.15-0.19 at 10k and 0.03-0.16
+            at 20k, since the unseen no-click searches then hinge on poorly known gammas
+            (bench/propensity_recovery.py).
         monotone: project the curve onto non-increasing values (pool-adjacent-violators, weighted by rows).
         max_iter: EM updates at most.
         tol: stop when no normalised theta moves by more than this in one (accelerated) step.
@@ -309,11 +310,12 @@ def swap_propensities(rows: Iterable[Sequence[Any]], max_rank: int = 10) -> Prop
         max_rank: ranks 1..max_rank.
 
     Returns:
-        A curve with method "swap"; a rank whose pair was never swapped (or never clicked) carries the value
-        above; `pairs` counts the rows shown away from their logged rank.
+        A curve with method "swap". Where a pair (r, r+1) was never swapped (or never clicked at r) the chain
+        breaks: rank r+1 and every rank below it carry theta_r (`observed` False). `pairs` counts the rows
+        shown away from their logged rank.
     """
     searches: set[Any] = set()
-    n = np.zeros((max_rank + 1, max_rank + 1))  # [logged, shown], 0-based, + 1 spare for r + 1
+    n = np.zeros((max_rank, max_rank))  # [logged rank, shown rank], 0-based
     clicks = np.zeros_like(n)
     for search_id, logged, shown, clicked in rows:
         logged, shown = int(logged) - 1, int(shown) - 1
