@@ -97,8 +97,8 @@ def run_seed(world: Any, vec: dict, seed: int, noise_scale: float) -> list[dict[
                     "candidate": AdaptedQueries(cache.base, cache.query_matrix, candidate),
                 }
 
-                def score(side: str, q: dict, rel: dict, sides: dict = sides) -> dict:
-                    return retrieval_scores(sides[side], q, corpus, rel, 10, cache.docs)
+                def score(side: str, q: dict, rel: dict, judged: dict | None = None, sides: dict = sides) -> dict:
+                    return retrieval_scores(sides[side], q, corpus, rel, 10, cache.docs, judged)
 
                 views = {
                     "unseen": unseen_view(score, heldout_rows, train_rows, seed),

@@ -9,7 +9,9 @@ adapter cycle trains it, and judged against the base (the incumbent) with paired
 
 - check: the world's check queries (never asked), nDCG@10 against the judgements;
 - next: the next-traffic view the gate reads (the latest 20% of searches, their clicks as relevant);
-- unseen: the unseen-queries view (held-out query groups, their clicks as relevant).
+- unseen: the unseen-queries view (held-out query groups, their clicks as relevant);
+- judged: the same two views with each query ranking only the documents its feedback judged (what the gate
+  reads by default: documents nobody was shown carry no judgement).
 
 Learners: base (the incumbent itself), in-batch adapter (the previous default), corpus adapter (softmax over
 the whole index), debiased adapter (corpus, clicks weighted by inverse estimated propensity), memory (query
@@ -169,8 +171,15 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: li
                 }
                 corpus = dict.fromkeys(cache.doc_ids, "")
 
-                def score(side: str, q: dict, rel: dict, sides: dict = sides, corpus: dict = corpus) -> dict:
-                    return retrieval_scores(sides[side], q, corpus, rel, 10, cache.docs)
+                def score(
+                    side: str,
+                    q: dict,
+                    rel: dict,
+                    judged: dict | None = None,
+                    sides: dict = sides,
+                    corpus: dict = corpus,
+                ) -> dict:
+                    return retrieval_scores(sides[side], q, corpus, rel, 10, cache.docs, judged)
 
                 check = compare_scores(base_check, judge(world, vec, cache, candidate, seed), seed=seed)
                 views = {
@@ -186,6 +195,7 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: li
                         "train_s": round(seconds, 2),
                         "check": _summary(check),
                         **{name: _summary(view) for name, view in views.items()},
+                        **{f"{name}_judged": _summary(view and view["judged"]) for name, view in views.items()},
                         "simulation": sim,
                         "counts": mined.counts,
                     }
@@ -219,7 +229,8 @@ def _cell(s: dict[str, Any] | None) -> str:
 def _line(r: dict[str, Any]) -> str:
     return (
         f"{r['world']:8} {r['traffic']:8} {r['learner']:17} check {_cell(r['check']):34} next {_cell(r['next']):34} "
-        f"unseen {_cell(r['unseen']):34} train {r['train_s']:.1f} s"
+        f"unseen {_cell(r['unseen']):34} judged: next {_cell(r['next_judged']):34} "
+        f"unseen {_cell(r['unseen_judged']):34} train {r['train_s']:.1f} s"
     )
 
 

@@ -174,6 +174,11 @@ class Settings(BaseSettings):
         description="retrieval view the gate leads with (auto: next traffic when it has min_heldout_queries "
         "searches, else unseen queries); the other view guards",
     )
+    gate_ranking: Literal["judged", "corpus"] = Field(
+        "judged",
+        description="how the retrieval gate ranks a held-out search: only the documents its feedback judged "
+        "(clicked or passed over; unbiased towards what the incumbent happened to show) or the whole corpus",
+    )
     min_ndcg_gain: float = Field(0.0, ge=0, description="nDCG@10 of the lead view must rise by at least this")
     max_error_rise: float = Field(
         0.02, ge=0, description="with the retrieval gate: the held-out pair error may rise by at most this"

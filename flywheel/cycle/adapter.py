@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from flywheel.config import Settings
+from flywheel.cycle.debias import click_weights
 from flywheel.cycle.evaluation import Scorer, heldout_queries, next_traffic_view, unseen_view
 from flywheel.cycle.gate import gate_checks, golden_check
 from flywheel.cycle.mining import Pair, write_snapshot
@@ -124,6 +125,7 @@ class TrainingArrays:
     examples: np.ndarray  # (n, 3) query row, clicked doc row, skipped doc row or -1
     pairs: np.ndarray  # (m, 3) query row, doc row, label
     popularity: np.ndarray  # (n_queries,) searches per query (what a bounded memory keeps)
+    click_ranks: np.ndarray  # (n,) mean rank each example's click was shown at (for debiasing)
 
 
 def training_arrays(rows: list[Pair], cache: CachedVectors) -> TrainingArrays:
@@ -136,17 +138,36 @@ def training_arrays(rows: list[Pair], cache: CachedVectors) -> TrainingArrays:
     q_row = {t: i for i, t in enumerate(texts)}
     pairs = [(q_row[r.query], cache.doc_row[r.doc_id], r.label) for r in rows]
     popularity = np.zeros(len(texts), np.int64)
+    rank_of: dict[tuple[int, int], float] = {}
     for r in rows:
         popularity[q_row[r.query]] = max(popularity[q_row[r.query]], r.searches)
+        rank_of[(q_row[r.query], cache.doc_row[r.doc_id])] = r.click_rank
+    examples = rotate_negatives(pairs)
+    click_ranks = np.array([rank_of.get((int(q), int(d)), 1.0) or 1.0 for q, d, _ in examples], np.float64)
     return TrainingArrays(
-        cache.query_matrix(texts), rotate_negatives(pairs), np.asarray(pairs, dtype=np.int64).reshape(-1, 3), popularity
+        cache.query_matrix(texts),
+        examples,
+        np.asarray(pairs, dtype=np.int64).reshape(-1, 3),
+        popularity,
+        click_ranks,
     )
 
 
 def train_learner(
-    arrays: TrainingArrays, cache: CachedVectors, settings: Settings, version: str
+    arrays: TrainingArrays,
+    cache: CachedVectors,
+    settings: Settings,
+    version: str,
+    weights: np.ndarray | None = None,
 ) -> tuple[QueryAdapter, dict[str, Any]]:
     """Train what `adapter_learner` names: the linear map, the query memory, or both.
+
+    Args:
+        arrays: the training-side rows.
+        cache: the cached base vectors.
+        settings: adapter_learner, adapter_* and memory_* settings.
+        version: the candidate's version.
+        weights: per example of `arrays`, e.g. inverse propensity (None: all 1).
 
     Returns:
         (the candidate QueryAdapter, the report's training section).
@@ -157,7 +178,8 @@ def train_learner(
     training: dict[str, Any] = {"learner": learner}
     weight, bias = np.eye(dim, dtype=np.float32), np.zeros(dim, np.float32)
     if learner in ("adapter", "adapter+memory"):
-        result = train_adapter(arrays.queries, cache.docs, arrays.examples, arrays.pairs, adapter_config(settings))
+        config = adapter_config(settings)
+        result = train_adapter(arrays.queries, cache.docs, arrays.examples, arrays.pairs, config, weights)
         weight, bias = result.weight, result.bias
         training.update(result.to_dict())
     memory = None
@@ -210,7 +232,11 @@ def run_adapter_cycle(service: Service, cycle_id: str, on_stage: Callable[[str],
         done = timed("train")
         version, folder = service.registry.allocate()
         report.candidate = version
-        candidate, training = train_learner(arrays, cache, settings, version)
+        weights, propensity = None, None
+        if settings.adapter_debias and settings.adapter_learner != "memory":
+            weights, propensity = click_weights(service.store, mined, arrays.click_ranks, settings.default_k)
+        candidate, training = train_learner(arrays, cache, settings, version, weights)
+        training["propensity"] = propensity
         candidate.save(folder)
         service.registry.save(
             ModelVersion(
@@ -300,8 +326,10 @@ def _scorer(cache: CachedVectors, sides: dict[str, AdaptedQueries]) -> Scorer:
     """Per-query nDCG/MRR/Recall@10 of each side over the whole base collection, from cached vectors."""
     corpus = dict.fromkeys(cache.doc_ids, "")  # only the ids are used: vectors come from the collection
 
-    def score(side: str, queries: dict[str, str], relevant: dict[str, set[str]]) -> dict[str, np.ndarray]:
-        return retrieval_scores(sides[side], queries, corpus, relevant, K, cache.docs)
+    def score(
+        side: str, queries: dict[str, str], relevant: dict[str, set[str]], judged: dict | None = None
+    ) -> dict[str, np.ndarray]:
+        return retrieval_scores(sides[side], queries, corpus, relevant, K, cache.docs, judged)
 
     return score
 

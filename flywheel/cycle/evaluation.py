@@ -54,8 +54,9 @@ def retrieval_block(inc: dict[str, np.ndarray], cand: dict[str, np.ndarray], see
     return out
 
 
-Scorer = Callable[[str, dict[str, str], dict[str, set[str]]], dict[str, np.ndarray]]
-"""(side "incumbent" | "candidate", key -> query text, key -> relevant ids) -> per-query metrics."""
+Scorer = Callable[..., dict[str, np.ndarray]]
+"""(side "incumbent" | "candidate", key -> query text, key -> relevant ids, key -> candidate ids or None)
+-> per-query metrics (with candidates: each query ranks only those, see `retrieval_scores`)."""
 
 # Two-sided 5% test at 80% power: an effect smaller than (1.96 + 0.84) standard errors is likely missed.
 _MDE_Z = 1.959964 + 0.841621
@@ -108,7 +109,25 @@ def unseen_view(score: Scorer, heldout_rows: list[Any], train_rows: list[Any], s
     trained_docs = {p.doc_id for p in train_rows if p.label == 1}
     known = {g for g, docs in relevant.items() if docs & trained_docs}
     parts = {"clicked_in_training": known, "not_clicked_in_training": set(queries) - known}
-    return view_block(score("incumbent", queries, relevant), score("candidate", queries, relevant), seed, parts)
+    judged: dict[str, list[str]] = {}
+    for p in heldout_rows:
+        judged.setdefault(p.group, []).append(p.doc_id)
+    return _both_rankings(score, queries, relevant, judged, seed, parts)
+
+
+def _both_rankings(
+    score: Scorer,
+    queries: dict[str, str],
+    relevant: dict[str, set[str]],
+    judged: dict[str, list[str]],
+    seed: int,
+    parts: dict[str, set[str]],
+) -> dict[str, Any]:
+    """A view over the whole corpus, with the same view over each query's judged documents only under "judged"."""
+    out = view_block(score("incumbent", queries, relevant), score("candidate", queries, relevant), seed, parts)
+    inc, cand = (score(side, queries, relevant, judged) for side in ("incumbent", "candidate"))
+    out["judged"] = view_block(inc, cand, seed, parts)
+    return out
 
 
 def next_traffic_view(score: Scorer, searches: list[Any], train_rows: list[Any], seed: int) -> dict[str, Any] | None:
@@ -121,6 +140,7 @@ def next_traffic_view(score: Scorer, searches: list[Any], train_rows: list[Any],
     trained = {p.group for p in train_rows}
     repeats = {s.search_id for s in searches if s.group in trained}
     parts = {"repeated_queries": repeats, "new_queries": set(queries) - repeats}
-    out = view_block(score("incumbent", queries, relevant), score("candidate", queries, relevant), seed, parts)
+    judged = {s.search_id: list(s.ranks) for s in searches}
+    out = _both_rankings(score, queries, relevant, judged, seed, parts)
     out["distinct_queries"] = len({s.group for s in searches})
     return out

@@ -251,8 +251,10 @@ def _retrieval(
     corpus = dict.fromkeys(ids, "")  # only the ids are used: vectors come from the collections
     matrices = {name: np.stack([vectors[i] for i in ids]) for name, vectors in found.items()}
 
-    def score(side: str, queries: dict[str, str], relevant: dict[str, set[str]]) -> dict[str, np.ndarray]:
-        return retrieval_scores(sides[side].model, queries, corpus, relevant, K, matrices[side])
+    def score(
+        side: str, queries: dict[str, str], relevant: dict[str, set[str]], judged: dict | None = None
+    ) -> dict[str, np.ndarray]:
+        return retrieval_scores(sides[side].model, queries, corpus, relevant, K, matrices[side], judged)
 
     seed = service.settings.seed
     views = {

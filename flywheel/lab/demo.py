@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from flywheel.api.app import create_app
 from flywheel.config import Settings
@@ -243,6 +242,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     rows: list[list[str]] = []
     for key, label in (("next_traffic", "next traffic"), ("retrieval", "unseen queries")):
         view = metrics.get(key)
+        view = (view.get("judged") or view) if view else view  # what the gate reads (gate_ranking "judged")
         if not view or "ndcg@10" not in view:
             rows.append([f"nDCG@10, {label}", "not measured", "", "", _UNMEASURED[key]])
             continue
@@ -301,12 +301,11 @@ def check_line(check: dict[str, Any]) -> str:
 
 def print_result(console: Console, result: DemoResult) -> None:
     """The before/after table, the decision with its reasons, and where the report is."""
-    table = Table(title="the gate's held-out feedback: serving model (before) vs the cycle's candidate (after)")
-    for header in ("metric", "before [95% CI]", "after [95% CI]", "change [95% CI]", "on"):
-        table.add_column(header)
-    for row in result.rows:
-        table.add_row(*row)
-    console.print(table)
+    console.print("the gate's held-out feedback: before (what serves) -> after (the candidate), change [95% CI]")
+    width = max(len(row[0]) for row in result.rows)
+    for name, before, after, change, on in result.rows:
+        arrow = f"{before} -> {after}" if after else before
+        console.print(f"  {name:<{width}}  {arrow:<32} {change:<26} {on}", highlight=False)
     report = result.report
     counts = report.get("counts") or {}
     if counts:

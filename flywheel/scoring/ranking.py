@@ -17,11 +17,16 @@ def retrieval_scores(
     relevant: dict[str, set[str]],
     k: int = 10,
     corpus_embeddings: np.ndarray | None = None,
+    candidates: dict[str, list[str]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-query MRR@k, nDCG@k and Recall@k (binary relevance) from exact dot-product search.
 
     Only queries that have text and at least one relevant document present in `corpus` are scored;
     relevant ids missing from the corpus are ignored so that they cannot silently cap recall.
+
+    With `candidates`, each query ranks only its own candidate documents (a condensed list, Sakai 2007): the
+    documents its logged feedback judged. Documents nobody was shown carry no judgement, so a model that
+    ranks them high is neither credited nor blamed for it.
 
     Args:
         model: The encoder.
@@ -30,6 +35,7 @@ def retrieval_scores(
         relevant: Query id -> relevant document ids.
         k: Cut-off.
         corpus_embeddings: Precomputed corpus embeddings in `list(corpus)` order (e.g. from the index).
+        candidates: Query id -> the document ids to rank (default: the whole corpus).
 
     Returns:
         {"query_ids": ids (sorted), f"mrr@{k}", f"ndcg@{k}", f"recall@{k}": float arrays aligned to them}.
@@ -51,7 +57,11 @@ def retrieval_scores(
     query_emb = encode_normalized(model, [queries[q] for q in qids])
     if query_emb.shape[1] != doc_emb.shape[1]:
         raise InvalidInput(f"query vectors have {query_emb.shape[1]} dims, corpus vectors {doc_emb.shape[1]}")
-    top = _top_k(query_emb, doc_emb, min(k, len(doc_ids)))
+    if candidates is None:
+        top = _top_k(query_emb, doc_emb, min(k, len(doc_ids)))
+    else:
+        rows = [[doc_row[d] for d in candidates.get(q, ()) if d in doc_row] for q in qids]
+        top = _top_in(query_emb, doc_emb, rows, k)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     mrr, ndcg, recall = (np.zeros(len(qids)) for _ in range(3))
     for i, qid in enumerate(qids):
@@ -63,6 +73,17 @@ def retrieval_scores(
         recall[i] = hits.sum() / rel_rows.size
     metrics = {f"mrr@{k}": mrr, f"ndcg@{k}": ndcg, f"recall@{k}": recall}
     return {"query_ids": np.array(qids, dtype=object), **metrics}
+
+
+def _top_in(query_emb: np.ndarray, doc_emb: np.ndarray, rows: list[list[int]], k: int) -> np.ndarray:
+    """Per query, its candidate rows best first, padded with -1 to k (no document sits at a padded rank)."""
+    out = np.full((query_emb.shape[0], k), -1, dtype=np.int64)
+    for i, cand in enumerate(rows):
+        if cand:
+            scores = doc_emb[cand] @ query_emb[i]
+            best = np.asarray(cand)[np.argsort(-scores, kind="stable")][:k]
+            out[i, : len(best)] = best
+    return out
 
 
 def _top_k(query_emb: np.ndarray, doc_emb: np.ndarray, k: int) -> np.ndarray:

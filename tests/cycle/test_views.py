@@ -76,9 +76,11 @@ def test_unseen_queries_are_split_by_whether_their_clicked_documents_were_clicke
     train = [_pair("t1", "a", 1)]
     heldout = [_pair("h1", "a", 1), _pair("h2", "b", 1), _pair("h2", "c", 0)]
     seen: list[dict] = []
+    judged_sets: list[dict | None] = []
 
-    def score(side: str, queries: dict[str, str], relevant: dict[str, set[str]]) -> dict[str, np.ndarray]:
+    def score(side: str, queries: dict, relevant: dict, judged: dict | None = None) -> dict[str, np.ndarray]:
         seen.append(relevant)
+        judged_sets.append(judged)
         ids = sorted(queries)
         return {
             "query_ids": np.array(ids, dtype=object),
@@ -87,6 +89,8 @@ def test_unseen_queries_are_split_by_whether_their_clicked_documents_were_clicke
 
     view = unseen_view(score, heldout, train, 0)
     assert seen[0] == {"h1": {"a"}, "h2": {"b"}}  # clicks are the relevant documents; skips are not
+    assert judged_sets[:2] == [None, None] and judged_sets[2] == {"h1": ["a"], "h2": ["b", "c"]}
+    assert view["judged"]["n_queries"] == 2
     assert view["parts"]["clicked_in_training"]["n_queries"] == 1
     assert view["parts"]["not_clicked_in_training"]["n_queries"] == 1
 
@@ -138,3 +142,12 @@ def test_the_seed_setting_still_leads_with_the_pair_error() -> None:
     views = {"unseen": _view(80, 0.5, 0.5, (-0.01, 0.01)), "next_traffic": None}
     names = [c.name for c in gate_checks(pair, 500, views, Settings(gate_metric="pair_error"))]
     assert names == ["error_rate_improvement", "improvement_significant", "ndcg_guard"]
+
+
+def test_the_gate_reads_the_judged_ranking_by_default() -> None:
+    corpus_says_worse = _view(200, 0.60, 0.55, (-0.08, -0.02))
+    judged_says_better = _view(200, 0.60, 0.66, (0.03, 0.09))
+    views = {"next_traffic": {**corpus_says_worse, "judged": judged_says_better}, "unseen": None}
+    checks = retrieval_checks(views, None, Settings())
+    assert checks[0].passed and "judged results" in checks[0].detail
+    assert not retrieval_checks(views, None, Settings(gate_ranking="corpus"))[0].passed

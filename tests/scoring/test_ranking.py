@@ -39,3 +39,19 @@ def test_compare_retrieval_pairs_the_same_queries() -> None:
     assert out["incumbent"]["mrr@2"] == pytest.approx(0.75) and out["candidate"]["mrr@2"] == pytest.approx(1.0)
     assert out["delta"]["mrr@2"]["mean"] == pytest.approx(0.25)
     assert out["n_queries"] == 2 and out["k"] == 2
+
+
+def test_a_condensed_list_ranks_only_the_judged_documents() -> None:
+    from flywheel.scoring.ranking import retrieval_scores
+
+    class Fixed:
+        def encode(self, texts, **_):  # one query along the first axis
+            return np.array([[1.0, 0.0]] * len(texts))
+
+    corpus = {"top": "", "clicked": "", "skipped": ""}
+    vectors = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8]])  # "top" was never shown: unjudged
+    whole = retrieval_scores(Fixed(), {"q": "q"}, corpus, {"q": {"clicked"}}, 10, vectors)
+    judged = retrieval_scores(
+        Fixed(), {"q": "q"}, corpus, {"q": {"clicked"}}, 10, vectors, {"q": ["clicked", "skipped"]}
+    )
+    assert whole["mrr@10"][0] == 0.5 and judged["mrr@10"][0] == 1.0

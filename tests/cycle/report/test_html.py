@@ -131,7 +131,11 @@ def test_reads_the_metric_layouts_the_cycle_writes(tmp_path: Path) -> None:
     retrieval["delta"] = {m: {"mean": retrieval[m]["delta"], "ci95": retrieval[m]["ci95"]} for m in names}
     page = (write_report(tmp_path, report) / "report.html").read_text()
     assert "-3.9 pt (95% CI -5.0..-2.8)" in page and "17.7% of the mistakes avoided" in page
-    assert page.count("<td>unseen queries: nDCG@10</td>") == 1 and "<td>delta</td>" not in page and "<td>incumbent</td>" not in page
+    assert (
+        page.count("<td>unseen queries: nDCG@10</td>") == 1
+        and "<td>delta</td>" not in page
+        and "<td>incumbent</td>" not in page
+    )
     assert list_reports(tmp_path)[0]["error_candidate"] == 0.181
 
 
