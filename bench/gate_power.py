@@ -101,7 +101,7 @@ def run_seed(world: Any, vec: dict, seed: int, noise_scale: float) -> list[dict[
                     return retrieval_scores(sides[side], q, corpus, rel, 10, cache.docs, judged)
 
                 views = {
-                    "unseen": unseen_view(score, heldout_rows, train_rows, seed),
+                    "unseen": unseen_view(score, heldout_rows, train_rows, seed, mined.shown),
                     "next_traffic": next_traffic_view(score, mined.next_traffic, train_rows, seed),
                 }
                 decision = decide(gate_checks(None, 0, views, settings))

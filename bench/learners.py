@@ -183,7 +183,7 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: li
 
                 check = compare_scores(base_check, judge(world, vec, cache, candidate, seed), seed=seed)
                 views = {
-                    "unseen": unseen_view(score, heldout_rows, train_rows, seed),
+                    "unseen": unseen_view(score, heldout_rows, train_rows, seed, mined.shown),
                     "next": next_traffic_view(score, mined.next_traffic, train_rows, seed),
                 }
                 rows.append(

@@ -277,7 +277,9 @@ def run_adapter_cycle(service: Service, cycle_id: str, on_stage: Callable[[str],
         report.metrics.pair_error = _pair_error(heldout, scores, settings.seed)
         score = _scorer(cache, {"incumbent": inc_side, "candidate": cand_side})
         views = {
-            "unseen": unseen_view(score, heldout_rows, train_rows, settings.seed) if cache.doc_ids else None,
+            "unseen": unseen_view(score, heldout_rows, train_rows, settings.seed, mined.shown)
+            if cache.doc_ids
+            else None,
             "next_traffic": next_traffic_view(score, mined.next_traffic, train_rows, settings.seed),
         }
         report.metrics.retrieval, report.metrics.next_traffic = views["unseen"], views["next_traffic"]

@@ -100,18 +100,26 @@ def view_block(inc: dict[str, np.ndarray], cand: dict[str, np.ndarray], seed: in
     return out
 
 
-def unseen_view(score: Scorer, heldout_rows: list[Any], train_rows: list[Any], seed: int) -> dict[str, Any] | None:
+def unseen_view(
+    score: Scorer,
+    heldout_rows: list[Any],
+    train_rows: list[Any],
+    seed: int,
+    shown: dict[str, set[str]] | None = None,
+) -> dict[str, Any] | None:
     """Held-out query groups (never trained on), their clicked documents as relevant; split into queries whose
-    clicked documents were also clicked in training (a learned prior over documents) and those whose were not."""
+    clicked documents were also clicked in training (a learned prior over documents) and those whose were not.
+    `shown` (group -> every document its searches showed) is each group's judged set for the judged ranking."""
     queries, relevant = heldout_queries(heldout_rows)
     if not queries:
         return None
     trained_docs = {p.doc_id for p in train_rows if p.label == 1}
     known = {g for g, docs in relevant.items() if docs & trained_docs}
     parts = {"clicked_in_training": known, "not_clicked_in_training": set(queries) - known}
-    judged: dict[str, list[str]] = {}
+    judged: dict[str, list[str]] = {g: sorted((shown or {}).get(g, ())) for g in queries}
     for p in heldout_rows:
-        judged.setdefault(p.group, []).append(p.doc_id)
+        if p.group in judged and p.doc_id not in judged[p.group]:
+            judged[p.group].append(p.doc_id)
     return _both_rankings(score, queries, relevant, judged, seed, parts)
 
 
@@ -123,7 +131,10 @@ def _both_rankings(
     seed: int,
     parts: dict[str, set[str]],
 ) -> dict[str, Any]:
-    """A view over the whole corpus, with the same view over each query's judged documents only under "judged"."""
+    """A view over the whole corpus, with the same view over each query's judged documents only under "judged":
+    every result its searches showed. Under the incumbent, users clicked near the top because they read the top
+    (position bias), so this ranking leans towards the incumbent: a conservative judge. Skips alone would lean
+    the other way (the incumbent put every skip-above negative above a click, so any reshuffle looks better)."""
     out = view_block(score("incumbent", queries, relevant), score("candidate", queries, relevant), seed, parts)
     inc, cand = (score(side, queries, relevant, judged) for side in ("incumbent", "candidate"))
     out["judged"] = view_block(inc, cand, seed, parts)

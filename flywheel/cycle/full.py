@@ -258,7 +258,7 @@ def _retrieval(
 
     seed = service.settings.seed
     views = {
-        "unseen": unseen_view(score, heldout_rows, train_rows, seed),
+        "unseen": unseen_view(score, heldout_rows, train_rows, seed, mined.shown),
         "next_traffic": next_traffic_view(score, mined.next_traffic, train_rows, seed),
     }
     queries, relevant = heldout_queries(heldout_rows)

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flywheel.serve.ledger import count_events, labelled_rows
+from flywheel.serve.ledger import count_events, labelled_rows, shown_results
 from flywheel.serve.store import Store
 from flywheel.util.files import utcnow
 
@@ -81,6 +81,7 @@ class MinedPairs:
     counts: dict[str, int] = field(default_factory=dict)
     next_traffic: list[LoggedSearch] = field(default_factory=list)
     next_traffic_start: datetime | None = None
+    shown: dict[str, set[str]] = field(default_factory=dict)  # group -> every document its searches showed
 
     def to_table(self) -> pa.Table:
         """The pairs as an Arrow table (the Parquet snapshot's content)."""
@@ -175,9 +176,16 @@ def mine_pairs(
         "capped": sum(max(0, len(g) - max_pairs_per_query) for g in by_group.values()),
         "groups_merged": len(merged),
     }
-    next_traffic = _logged_searches(latest, texts, merged)
+    shown_rows = shown_results(store, end, None, start)
+    next_traffic = _logged_searches(latest, shown_rows, texts, merged)
     counts["next_traffic_searches"] = len(next_traffic)
-    return MinedPairs(pairs, start, end, counts, next_traffic, cut)
+    latest_ids = {s.search_id for s in next_traffic}
+    shown: dict[str, set[str]] = defaultdict(set)
+    for search_id, query, doc_id, *_ in shown_rows:
+        if search_id not in latest_ids:
+            key = normalise_query(query)
+            shown[merged.get(key, key)].add(doc_id)
+    return MinedPairs(pairs, start, end, counts, next_traffic, cut, dict(shown))
 
 
 def _split_latest(rows: list[tuple], percent: int) -> tuple[list[tuple], list[tuple], datetime | None]:
@@ -195,18 +203,25 @@ def _split_latest(rows: list[tuple], percent: int) -> tuple[list[tuple], list[tu
     return earlier, held, held[0][5]
 
 
-def _logged_searches(rows: list[tuple], texts: dict[str, str], merged: dict[str, str]) -> list[LoggedSearch]:
-    """One LoggedSearch per search with a click on a document that still exists."""
+def _logged_searches(
+    rows: list[tuple], shown_rows: list[tuple], texts: dict[str, str], merged: dict[str, str]
+) -> list[LoggedSearch]:
+    """One LoggedSearch per search with a click on a document that still exists; `ranks` holds every result
+    the search showed (what its feedback judged: clicked, or shown and not clicked)."""
     by_search: dict[str, list[tuple]] = defaultdict(list)
     for row in rows:
         by_search[row[0]].append(row)
+    shown: dict[str, dict[str, int]] = defaultdict(dict)
+    for search_id, _query, doc_id, rank, _clicked in shown_rows:
+        if search_id in by_search and doc_id in texts:
+            shown[search_id][doc_id] = int(rank)
     out = []
-    for search_id, shown in by_search.items():
-        clicked = frozenset(r[2] for r in shown if r[3] and not r[4] and r[2] in texts)
-        key = normalise_query(shown[0][1])
+    for search_id, signals in by_search.items():
+        clicked = frozenset(r[2] for r in signals if r[3] and not r[4] and r[2] in texts)
+        key = normalise_query(signals[0][1])
         if clicked and key:
-            ranks = {r[2]: int(r[6]) for r in shown}
-            out.append(LoggedSearch(search_id, merged.get(key, key), shown[0][1], clicked, ranks))
+            ranks = shown[search_id] or {r[2]: int(r[6]) for r in signals}
+            out.append(LoggedSearch(search_id, merged.get(key, key), signals[0][1], clicked, ranks))
     return out
 
 

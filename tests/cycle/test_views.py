@@ -37,7 +37,9 @@ def test_the_latest_searches_are_held_out_as_they_came_and_never_mined(store: St
         store.add_events([Event(f"e{n}", sid, "b", "click")])
     mined = mine_pairs(store, next_traffic_percent=30)
     assert [s.search_id for s in mined.next_traffic] == ["s7", "s8", "s9"]
-    assert all(s.clicked == frozenset({"b"}) and s.ranks == {"a": 1, "b": 2} for s in mined.next_traffic)
+    # Every shown result is judged (clicked, or shown and passed over), the one below the click too.
+    assert all(s.clicked == frozenset({"b"}) and s.ranks == {"a": 1, "b": 2, "c": 3} for s in mined.next_traffic)
+    assert mined.shown["same question"] == {"a", "b", "c"} and "question 8" not in mined.shown
     assert mined.counts["searches"] == 7 and mined.counts["next_traffic_searches"] == 3
     assert {p.group for p in mined.pairs} == {"same question", *(f"question {n}" for n in (0, 2, 4, 6))}
     assert mined.next_traffic_start is not None
