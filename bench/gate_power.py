@@ -112,9 +112,10 @@ def run_seed(world: Any, vec: dict, seed: int, noise_scale: float) -> list[dict[
                         "candidate": name,
                         "promoted": decision.promote,
                         "true_delta": round(truth["delta"]["ndcg@10"]["mean"], 4),
-                        "next_delta": round(views["next_traffic"]["ndcg@10"]["delta"], 4),
-                        "next_mde": views["next_traffic"]["mde"]["ndcg@10"],
-                        "unseen_delta": round(views["unseen"]["ndcg@10"]["delta"], 4),
+                        # what the gate reads: each search ranks the results it showed (gate_ranking "judged")
+                        "next_delta": round(views["next_traffic"]["judged"]["ndcg@10"]["delta"], 4),
+                        "next_mde": views["next_traffic"]["judged"]["mde"]["ndcg@10"],
+                        "unseen_delta": round(views["unseen"]["judged"]["ndcg@10"]["delta"], 4),
                         "reasons": decision.reasons,
                     }
                 )
@@ -158,7 +159,7 @@ def main() -> None:
         "command": " ".join(sys.argv),
     }
     (RESULTS / "gate_power.json").write_text(json.dumps(out, indent=2) + "\n")
-    print("\ncandidate   promoted/seeds  true nDCG@10 change (check claims)  next-traffic change  MDE")
+    print("\ncandidate   promoted/seeds  true nDCG@10 change (check claims)  next traffic, judged: change  MDE")
     for t in table:
         print(
             f"{t['candidate']:10}  {t['promoted']:>3}/{t['seeds']:<3}        {t['true_delta_mean']:+.4f}"

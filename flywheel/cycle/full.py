@@ -105,8 +105,15 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
         done = timed("train")
         version, folder = service.registry.allocate()
         report.candidate = version
+        # A hung trainer must not hold the cycle lock until a restart: what is left of the budget, then killed.
+        left_s = max(1.0, settings.max_cycle_minutes * 60 - (time.monotonic() - started))
         result = train_in_subprocess(
-            incumbent_path(service), examples, folder, train_config(settings), pairs=labelled(train_rows)
+            incumbent_path(service),
+            examples,
+            folder,
+            train_config(settings),
+            pairs=labelled(train_rows),
+            timeout_s=left_s,
         )
         candidate = service.registry.save(
             ModelVersion(

@@ -13,7 +13,8 @@ import shutil
 import threading
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -134,7 +135,9 @@ class CycleRunner:
             InvalidInput: unknown mode.
         """
         kind = resolve_mode(self.service.settings, mode)
-        with self._guard:
+        if not self._guard.acquire(timeout=5):  # held by a rollback (seconds), never by a running cycle
+            raise Conflict("a rollback is in progress; start the cycle after it")
+        try:
             if self._thread is not None and self._thread.is_alive():
                 raise Conflict(f"cycle {self.running()} is running; wait for it")
             cycle_id = new_cycle_id()
@@ -144,6 +147,24 @@ class CycleRunner:
             )
             self._thread.start()
             return cycle_id
+        finally:
+            self._guard.release()
+
+    @contextmanager
+    def maintenance(self, what: str) -> Iterator[None]:
+        """Hold the lock a cycle start takes, for work that must not overlap a cycle or itself (rollback).
+
+        Raises:
+            Conflict: a cycle is running, or another maintenance (a second rollback) holds the lock.
+        """
+        if not self._guard.acquire(blocking=False):
+            raise Conflict(f"another rollback or cycle start is in progress; {what} after it")
+        try:
+            if self._thread is not None and self._thread.is_alive():
+                raise Conflict(f"cycle {self.running()} is running; {what} after it finished")
+            yield
+        finally:
+            self._guard.release()
 
     def run(
         self, trigger: str = "manual", on_stage: Callable[[str], None] | None = None, mode: str | None = None

@@ -14,7 +14,7 @@ from flywheel.cycle.mining import MinedPairs, Pair, mine_pairs
 from flywheel.cycle.report.files import write_report
 from flywheel.cycle.report.model import CycleReport, Window
 from flywheel.cycle.split import split_by_group
-from flywheel.errors import ConfigError, InvalidInput
+from flywheel.errors import ConfigError, Conflict, InvalidInput
 from flywheel.models.encoder import Encoder
 from flywheel.models.export import export_folder
 from flywheel.models.guard import run_guard
@@ -136,6 +136,10 @@ def settle_decision(
         report.decision = "rejected"
         _discard(service, version, status="rejected", metrics=_summary(report))
         return
+    if service.serving_version != report.incumbent:  # a rollback cannot start during a cycle; say so if it did
+        raise Conflict(
+            f"{service.serving_version} serves, not the cycle's incumbent {report.incumbent}: not switching"
+        )
     done = timed("swap")
     swap()
     service.registry.mark(version, "candidate", _summary(report))

@@ -9,7 +9,6 @@ from fastapi import APIRouter
 
 from flywheel.api.deps import AdminKey, RoleDep, RunnerDep, SearchKey, ServiceDep
 from flywheel.api.schemas import RollbackIn, RollbackOut
-from flywheel.errors import Conflict
 from flywheel.serve.versions import rollback
 
 router = APIRouter()
@@ -44,8 +43,7 @@ def hide_paths(value: Any) -> Any:
 @router.post("/models/rollback", response_model=RollbackOut, dependencies=[AdminKey], tags=["models"])
 def post_rollback(body: RollbackIn, svc: ServiceDep, runner: RunnerDep) -> RollbackOut:
     """Serve a kept earlier version again (alias and encoder switch together)."""
-    if runner.running():
-        raise Conflict("a cycle is running; roll back after it finished")
-    previous = svc.serving_version
-    entry = rollback(svc, body.to)
+    with runner.maintenance("roll back"):  # 409 while a cycle runs or another rollback does
+        previous = svc.serving_version
+        entry = rollback(svc, body.to)
     return RollbackOut(model_version=entry.version, previous=previous)
