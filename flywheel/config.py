@@ -189,7 +189,12 @@ class Settings(BaseSettings):
     next_traffic_percent: int = Field(
         20, ge=0, le=50, description="share of the latest searches with feedback held out by time (0: none)"
     )
-    max_cycle_minutes: float = Field(120.0, gt=0, description="a cycle over this budget is not promoted")
+    max_cycle_minutes: float = Field(
+        120.0, gt=0, description="a cycle over this budget is not promoted; its trainer is killed at the budget"
+    )
+    shutdown_timeout_s: float = Field(
+        60.0, ge=0, description="on shutdown, how long to wait for a running cycle to stop at its next stage"
+    )
     min_heldout_pairs: int = Field(30, ge=4, description="fewer labelled held-out pairs: no decision possible")
     golden_pairs: Path | None = Field(None, description="labelled pairs file; its error may not get worse")
     keep_versions: int = Field(3, ge=1, description="versions (collections + weights) kept for rollback")

@@ -43,3 +43,7 @@ class IndexMismatch(FlywheelError):
 
 class ModelLoadError(ConfigError, InvalidInput):
     """A model cannot be loaded: a configuration error for a server, bad input for an offline command."""
+
+
+class Cancelled(FlywheelError):
+    """A cycle was stopped between stages (the server is shutting down)."""

@@ -88,7 +88,13 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         try:
             yield
         finally:
-            app.state.runner.shutdown()
+            # A cycle must not have DuckDB and Qdrant closed under it: stop it at its next stage, wait, then
+            # close under the serving lock so no swap is cut halfway.
+            if not app.state.runner.shutdown(wait=settings.shutdown_timeout_s):
+                log.warning(
+                    "a cycle is still running after %.0f s; closing (restart recovery cleans up)",
+                    settings.shutdown_timeout_s,
+                )
             if owned:
                 app.state.service.close()
 

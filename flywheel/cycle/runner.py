@@ -22,7 +22,7 @@ from flywheel.config import Settings
 from flywheel.cycle.adapter import run_adapter_cycle
 from flywheel.cycle.full import run_cycle
 from flywheel.cycle.report.model import CycleReport
-from flywheel.errors import Conflict, InvalidInput
+from flywheel.errors import Cancelled, Conflict, InvalidInput
 from flywheel.logs import log_context
 from flywheel.models.loading import resolve_device
 from flywheel.models.registry import VERSION_RE, mark_discarded
@@ -51,6 +51,7 @@ class CycleRunner:
         self.ledger = CycleLedger(service.store, self.owner)
         self._thread: threading.Thread | None = None
         self._guard = threading.Lock()
+        self._stop = threading.Event()
         self._scheduler: Any = None
 
     # --- records (the ledger holds the SQL) -------------------------------------------------------------
@@ -189,6 +190,8 @@ class CycleRunner:
 
     def _run_logged(self, cycle_id: str, on_stage: Callable[[str], None] | None, kind: str) -> None:
         def stage(name: str) -> None:
+            if self._stop.is_set():  # between stages: the cycle settles as failed and writes its report
+                raise Cancelled(f"cancelled before {name}: the server is shutting down")
             self.update(cycle_id, state="running", stage=name)
             log.info("cycle %s: %s", cycle_id, name)
             if on_stage is not None:
@@ -262,13 +265,19 @@ class CycleRunner:
         self._scheduler.start()
         return True
 
-    def shutdown(self, wait: float = 0) -> None:
-        """Stop the schedule; optionally wait for a running cycle."""
+    def shutdown(self, wait: float = 0) -> bool:
+        """Stop the schedule; with `wait`, ask a running cycle to stop at its next stage and wait for it.
+
+        Returns:
+            True when no cycle thread is left running.
+        """
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
         if wait:
+            self._stop.set()
             self.join(wait)
+        return self._thread is None or not self._thread.is_alive()
 
 
 def make_trigger(settings: Settings, adapter: bool = False) -> Any:

@@ -137,9 +137,7 @@ def settle_decision(
         _discard(service, version, status="rejected", metrics=_summary(report))
         return
     if service.serving_version != report.incumbent:  # a rollback cannot start during a cycle; say so if it did
-        raise Conflict(
-            f"{service.serving_version} serves, not the cycle's incumbent {report.incumbent}: not switching"
-        )
+        raise Conflict(f"{service.serving_version} serves, not the cycle's incumbent {report.incumbent}: not switching")
     done = timed("swap")
     swap()
     service.registry.mark(version, "candidate", _summary(report))

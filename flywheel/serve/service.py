@@ -89,9 +89,10 @@ class Service:
         return service
 
     def close(self) -> None:
-        """Close Qdrant and DuckDB (checkpointing the WAL)."""
-        self.index.client.close()
-        self.store.close()
+        """Close Qdrant and DuckDB (checkpointing the WAL), under the serving lock: never halfway through a swap."""
+        with self._serving:
+            self.index.client.close()
+            self.store.close()
 
     # --- the live encoder -------------------------------------------------------------------------------
 

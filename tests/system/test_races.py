@@ -64,3 +64,21 @@ def test_a_trainer_over_the_cycle_budget_is_killed_and_the_cycle_fails_with_the_
         again = api.post("/cycles")
         assert again.status_code == 202  # the lock was released
         wait_for(api, again.json()["cycle_id"])
+
+
+def test_shutdown_stops_a_running_cycle_at_its_next_stage_before_closing_the_store(
+    tmp_path: Path, tiny_model_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "d", base_model=str(tiny_model_path), cycle_mode="full")
+    with TestClient(create_app(settings)) as api:
+        assert api.post("/documents", json={"documents": world_documents()}).status_code == 200
+        simulate_users(api)
+        cycle_id = api.post("/cycles").json()["cycle_id"]
+        runner = api.app.state.runner
+    # The app has shut down: the cycle was asked to stop and waited for, not cut off by a closed store.
+    assert not runner._thread.is_alive()
+    with TestClient(create_app(settings)) as api:
+        record = api.get(f"/cycles/{cycle_id}").json()
+        assert record["state"] == "failed" and "the server is shutting down" in record["error"], record
+        report = api.get(f"/reports/{cycle_id}").json()  # it settled and wrote its report
+        assert report["decision"] == "failed" and api.get("/healthz").json()["model_version"] == "v1"
