@@ -104,8 +104,11 @@ def test_demo_end_to_end_on_a_slice(tmp_path: Path, tiny_model_path: Path, monke
     out = " ".join(result.output.split())
     traffic = len(load_beir_world(beir).traffic_queries)  # the users ask the traffic queries only
     assert 0 < traffic < 40 and f"simulated {2 * traffic} searches" in out, out
-    for needle in ("pair error", "nDCG@10", "MRR@10", "decision:", "cycle stages: mine"):
+    for needle in ("pair error", "nDCG@10, next traffic", "nDCG@10, unseen queries", "decision:", "cycle stages: mine"):
         assert needle in out, out
+    # What serves before and after, on check queries the users never asked (judged by their labels).
+    check = load_beir_world(beir).check_queries
+    assert f"check queries no cycle saw ({len(check)}): nDCG@10" in out and "95% CI of the change" in out, out
     report_line = next(line for line in result.output.splitlines() if line.startswith("report: "))
     html = Path(report_line.removeprefix("report: ").strip())
     assert html.is_file() and html.parent.parent == data / "reports"
