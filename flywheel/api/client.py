@@ -54,9 +54,10 @@ class Client:
         """POST /documents; returns the number upserted."""
         return int(self.request("POST", "/documents", json={"documents": documents})["upserted"])
 
-    def search(self, query: str, k: int = 10, **extra: Any) -> dict[str, Any]:
-        """POST /search."""
-        return self.request("POST", "/search", json={"query": query, "k": k, **extra})
+    def search(self, query: str, k: int = 10, filter: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+        """POST /search; `filter` restricts it to documents whose metadata match (see docs/api.md)."""
+        body = {"query": query, "k": k, **({"filter": filter} if filter else {}), **extra}
+        return self.request("POST", "/search", json=body)
 
     def feedback(self, events: list[dict[str, Any]]) -> dict[str, int]:
         """POST /feedback."""

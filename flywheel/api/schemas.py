@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -99,11 +100,34 @@ class UpsertOut(BaseModel):
     upserted: int
 
 
+FilterScalar = Annotated[str, AfterValidator(_plain)] | StrictInt | bool
+_FILTER_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}")
+
+
 class SearchIn(_Strict):
     query: PlainStr
     k: StrictInt | None = Field(None, description="number of hits; default and maximum come from settings")
     user_id: IdStr | None = None
     session_id: IdStr | None = None
+    filter: dict[str, FilterScalar | list[FilterScalar]] | None = Field(
+        None,
+        description="metadata filter: key -> a value the document's metadata must equal, or a list of values it "
+        'must be one of; every key must hold (e.g. {"tenant": "acme", "lang": ["en", "de"]}); dotted keys '
+        "reach nested metadata",
+        max_length=16,
+    )
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_shape(
+        cls, value: dict[str, FilterScalar | list[FilterScalar]] | None
+    ) -> dict[str, FilterScalar | list[FilterScalar]] | None:
+        for key, allowed in (value or {}).items():
+            if not _FILTER_KEY.fullmatch(key):
+                raise ValueError(f"filter key {key!r}: use letters, digits, _ and -, dotted for nested metadata")
+            if isinstance(allowed, list) and not 1 <= len(allowed) <= 100:
+                raise ValueError(f"filter {key!r}: a list needs 1 to 100 values")
+        return value or None
 
 
 class HitOut(BaseModel):

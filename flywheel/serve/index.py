@@ -191,9 +191,26 @@ class Index:
                 wait=True,
             )
 
-    def search(self, vector: np.ndarray, k: int, collection: str | None = None) -> list[Hit]:
-        """Nearest neighbours of a query vector, through the alias unless a collection is named."""
-        result = self.client.query_points(collection or self.alias, query=vector.tolist(), limit=k, with_payload=True)
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        collection: str | None = None,
+        metadata_filter: dict[str, Any] | None = None,
+    ) -> list[Hit]:
+        """Nearest neighbours of a query vector, through the alias unless a collection is named.
+
+        Args:
+            vector: the query vector.
+            k: how many hits.
+            collection: a collection instead of the alias.
+            metadata_filter: metadata key -> a value it must equal, or a list of values it must be one of; every
+                key must hold (Qdrant filters the candidates natively, so k hits come back when k match).
+        """
+        query_filter = _payload_filter(metadata_filter) if metadata_filter else None
+        result = self.client.query_points(
+            collection or self.alias, query=vector.tolist(), limit=k, with_payload=True, query_filter=query_filter
+        )
         return [
             Hit(
                 doc_id=p.payload["doc_id"],
@@ -235,3 +252,12 @@ class Index:
                     found[p.payload["doc_id"]] = content_hash(p.payload.get("text", ""), p.payload.get("metadata"))
             if offset is None:
                 return found
+
+
+def _payload_filter(metadata_filter: dict[str, Any]) -> models.Filter:
+    """The Qdrant filter of a metadata filter: one condition per key on `metadata.<key>`, all of them must hold."""
+    conditions = []
+    for key, value in metadata_filter.items():
+        match = models.MatchAny(any=list(value)) if isinstance(value, list) else models.MatchValue(value=value)
+        conditions.append(models.FieldCondition(key=f"metadata.{key}", match=match))
+    return models.Filter(must=conditions)

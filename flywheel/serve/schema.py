@@ -48,6 +48,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE cycles ADD COLUMN kind VARCHAR;
         """,
     ),
+    (
+        4,
+        "the metadata filter of each search",
+        # JSON of the search's filter (NULL: unfiltered), so evaluation can re-apply it and reviewers see it.
+        """
+        ALTER TABLE searches ADD COLUMN filter VARCHAR;
+        """,
+    ),
 ]
 
 __all__ = ["MIGRATIONS"]

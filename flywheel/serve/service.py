@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flywheel.config import Settings
 from flywheel.errors import IndexMismatch, NotFound
@@ -280,9 +280,16 @@ class Service:
 
     # --- requests ---------------------------------------------------------------------------------------
 
-    def search(self, query: str, k: int, user_id: str | None = None, session_id: str | None = None) -> SearchResult:
+    def search(
+        self,
+        query: str,
+        k: int,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        metadata_filter: dict[str, Any] | None = None,
+    ) -> SearchResult:
         """Encode, search through the alias, and log the search and its impressions before answering."""
-        return self.answer(query, k, lambda result: result, user_id, session_id)
+        return self.answer(query, k, lambda result: result, user_id, session_id, metadata_filter)
 
     def answer(
         self,
@@ -291,8 +298,12 @@ class Service:
         render: Callable[[SearchResult], T],
         user_id: str | None = None,
         session_id: str | None = None,
+        metadata_filter: dict[str, Any] | None = None,
     ) -> T:
         """Search, make the caller's answer with `render`, then log the search and its impressions.
+
+        With `metadata_filter`, only documents whose metadata match are searched (and so shown, logged and
+        later mined: a skip is a hard negative only among the documents the filter allowed).
 
         The answer is made before anything is logged, so a search that cannot be answered (a hit that cannot
         be serialised) leaves no searches or impressions rows behind.
@@ -304,7 +315,7 @@ class Service:
             with self._serving:
                 if encoder is not self._encoder or adapter is not self._adapter:
                     continue  # a swap happened while encoding: encode again with the new model
-                hits = self.index.search(query_vector, k)
+                hits = self.index.search(query_vector, k, metadata_filter=metadata_filter)
             break
         search_id = uuid.uuid4().hex
         version = adapter.version if adapter is not None else encoder.version
@@ -319,6 +330,7 @@ class Service:
             session_id=session_id,
             query_vector=vector,  # the base's vector, before the adapter: what adapter cycles train on
             vector_version=encoder.version,
+            search_filter=metadata_filter,
         )
         return answer
 

@@ -193,21 +193,24 @@ class Store:
         session_id: str | None = None,
         query_vector: np.ndarray | None = None,
         vector_version: str | None = None,
+        search_filter: dict[str, Any] | None = None,
     ) -> None:
         """Record one search and the hits it showed, in one transaction.
 
         Args:
             query_vector: the base model's query vector (before any adapter), kept as float16 for adapter cycles.
             vector_version: the base version that computed `query_vector`.
+            search_filter: the metadata filter the search applied (stored as JSON).
         """
         now = utcnow()
         blob = encode_vector(query_vector) if query_vector is not None else None
+        filter_json = json.dumps(search_filter, sort_keys=True, ensure_ascii=False) if search_filter else None
         with self.transaction() as con:
             _x(
                 con,
                 "INSERT INTO searches (search_id, ts, query, k, model_version, user_id, session_id, query_vector, "
-                "vector_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [search_id, now, query, k, model_version, user_id, session_id, blob, vector_version],
+                "vector_version, filter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [search_id, now, query, k, model_version, user_id, session_id, blob, vector_version, filter_json],
             )
             if impressions:
                 table = pa.table(

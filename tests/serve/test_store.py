@@ -139,10 +139,12 @@ def test_migration_upgrades_an_existing_database(tmp_path: Path) -> None:
     con.close()
 
     store = Store(path)
-    assert store.schema_version() == 3
-    assert store.query("SELECT query, query_vector, vector_version FROM searches") == [("old query", None, None)]
+    assert store.schema_version() == len(MIGRATIONS)
+    assert store.query("SELECT query, query_vector, vector_version, filter FROM searches") == [
+        ("old query", None, None, None)
+    ]
     assert store.query("SELECT kind FROM cycles") == [(None,)]
     store.log_search("new", "new query", 3, "v1", [], query_vector=np.ones(4, np.float32), vector_version="v1")
     assert set(store.query_vectors("v1")) == {"new query"}
     store.close()
-    assert Store(path).schema_version() == 3  # runs once
+    assert Store(path).schema_version() == len(MIGRATIONS)  # runs once

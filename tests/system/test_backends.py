@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from flywheel.api.app import create_app
 from flywheel.config import Settings
+from flywheel.cycle.report.model import CycleReport
 from flywheel.cycle.steps import export_and_guard
 from flywheel.models import export as export_module
 from flywheel.models.encoder import compatible
@@ -81,10 +82,10 @@ def test_promotion_and_rollback_with_each_backend(
         with TestClient(create_app(settings, service=service)) as api:
             api.post("/documents", json={"documents": world_documents()})
             candidate = add_candidate(service, tiny_model_path)
-            report: dict = {}
+            report = CycleReport(cycle_id="c-backends", created_at="2026-12-02T00:00:00+00:00", kind="full")
             query, bulk, check = export_and_guard(service, candidate, world_pairs(), report)
             assert (query.backend, bulk.backend) == (query_backend, bulk_backend or query_backend)
-            assert report["onnx"]["guard"]["data"] == "cycle held-out pairs" and check.passed
+            assert report.onnx["guard"]["data"] == "cycle held-out pairs" and check.passed
             assert query.backend in check.detail
             # What run_cycle does after the gate: re-embed with the bulk encoder, switch, record.
             service.index.create("v2", query.dimension, replace=True, backend=bulk.backend)

@@ -43,6 +43,6 @@ def search(body: SearchIn, svc: ServiceDep, settings: SettingsDep) -> Response:
         out = SearchOut(search_id=result.search_id, model_version=result.model_version, hits=hits)
         return Response(out.model_dump_json(), media_type="application/json")
 
-    result, response = svc.answer(body.query, k, lambda r: (r, render(r)), body.user_id, body.session_id)
+    result, response = svc.answer(body.query, k, lambda r: (r, render(r)), body.user_id, body.session_id, body.filter)
     log.info("search", extra={"search_id": result.search_id, "model_version": result.model_version, "k": k})
     return response
