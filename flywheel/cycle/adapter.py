@@ -102,18 +102,14 @@ def gather_vectors(
     if missing:
         log.info("%d queries have no logged %s vector; encoding them", len(missing), encoder.version)
         queries.update(zip(missing, encoder.encode(missing), strict=True))
-    ids: list[str] = []
-    chunks: list[np.ndarray] = []
-    for batch_ids, vectors in service.index.scroll_vectors(encoder.version, batch_size=4096):
-        ids.extend(batch_ids)
-        chunks.append(vectors)
+    ids, docs = service.index.all_vectors(encoder.version, encoder.dimension)
     row = {doc_id: i for i, doc_id in enumerate(ids)}
     absent = {p.doc_id: p.doc_text for p in pairs if p.doc_id not in row}
     if absent:  # only if the collection lags the store (it is repaired at start-up)
         ids.extend(absent)
-        chunks.append(encoder.encode(list(absent.values())))
+        docs = np.concatenate([docs, encoder.encode(list(absent.values()))])
         row = {doc_id: i for i, doc_id in enumerate(ids)}
-    docs = normalise(np.concatenate(chunks)) if chunks else np.zeros((0, encoder.dimension), np.float32)
+    docs = normalise(docs)
     return CachedVectors(encoder.version, queries, ids, docs, row, logged, len(missing), len(absent))
 
 

@@ -231,10 +231,8 @@ def _pair_error(
 
 def _collection_vectors(service: Service, version: str) -> dict[str, np.ndarray]:
     """A collection's vectors by document id (read back from Qdrant: nothing is encoded twice)."""
-    found: dict[str, np.ndarray] = {}
-    for batch_ids, vectors in service.index.scroll_vectors(version):
-        found.update(zip(batch_ids, vectors, strict=True))
-    return found
+    ids, vectors = service.index.all_vectors(version, service.registry.get(version).dimension)
+    return dict(zip(ids, vectors, strict=True))
 
 
 def _retrieval(

@@ -24,13 +24,9 @@ def serving_scores(
         k: cut-off.
     """
     encoder, adapter = service.encoder, service.adapter  # one snapshot: a swap meanwhile cannot mix them
-    ids: list[str] = []
-    chunks: list[np.ndarray] = []
-    for batch_ids, vectors in service.index.scroll_vectors(encoder.version, batch_size=4096):
-        ids.extend(batch_ids)
-        chunks.append(vectors)
+    ids, vectors = service.index.all_vectors(encoder.version, encoder.dimension)
     side = AdaptedQueries(encoder.version, encoder.encode, adapter)
-    return retrieval_scores(side, queries, dict.fromkeys(ids, ""), relevant, k, np.concatenate(chunks))
+    return retrieval_scores(side, queries, dict.fromkeys(ids, ""), relevant, k, vectors)
 
 
 def compare_check(before: dict[str, np.ndarray], after: dict[str, np.ndarray], seed: int = 0) -> dict[str, Any]:

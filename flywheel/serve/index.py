@@ -233,6 +233,15 @@ class Index:
             if offset is None:
                 return
 
+    def all_vectors(self, version: str, dimension: int) -> tuple[list[str], np.ndarray]:
+        """Every (doc_id, vector) of a version's collection, as ids and one (n, dimension) matrix."""
+        ids: list[str] = []
+        chunks = [np.zeros((0, dimension), np.float32)]
+        for batch_ids, vectors in self.scroll_vectors(version, batch_size=4096):
+            ids.extend(batch_ids)
+            chunks.append(vectors)
+        return ids, np.concatenate(chunks)
+
     def content_hashes(self, version: str, batch_size: int = 1024) -> dict[str, str]:
         """Document id -> `content_hash` of every point in a version's collection (start-up repair).
 
