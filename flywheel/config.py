@@ -199,6 +199,28 @@ class Settings(BaseSettings):
     golden_pairs: Path | None = Field(None, description="labelled pairs file; its error may not get worse")
     keep_versions: int = Field(3, ge=1, description="versions (collections + weights) kept for rollback")
 
+    # The online test: a candidate that passed the offline gate proves itself on live searches first.
+    online_test: Literal["off", "interleave", "shadow"] = Field(
+        "off",
+        description="off: promote on the offline gate; interleave: team-draft a share of live searches with the "
+        "candidate and promote or reject on users' clicks; shadow: the candidate ranks silently, then is promoted",
+    )
+    interleave_fraction: float = Field(
+        0.5, gt=0, le=1, description="share of searches (by search id) that show the interleaved list"
+    )
+    interleave_alpha: float = Field(
+        0.05, gt=0, lt=0.5, description="error rate of the online test's stop rule (valid under continuous peeking)"
+    )
+    interleave_max_searches: int = Field(
+        20000, ge=1, description="an online test ends undecided after this many of its searches (incumbent kept)"
+    )
+    interleave_max_hours: float = Field(
+        168.0, gt=0, description="... or after this many hours (interleave: incumbent kept; shadow: promoted)"
+    )
+    interleave_check_seconds: float = Field(
+        10.0, gt=0, description="how often the online test reads its feedback and applies the stop rule"
+    )
+
     # Scheduling (inside `flywheel serve`).
     cycle_interval_minutes: float | None = Field(None, gt=0, description="run a cycle every N minutes")
     cycle_cron: str | None = Field(None, description="or a crontab expression, e.g. '0 3 * * *'")

@@ -34,6 +34,7 @@ class Impression:
     rank: int
     doc_id: str
     score: float
+    team: str | None = None  # in an interleaved list: the ranker that contributed it ("incumbent", "challenger")
 
 
 @dataclass(frozen=True)

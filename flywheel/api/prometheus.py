@@ -10,6 +10,9 @@ What is exported (names as Prometheus shows them):
 - `flywheel_model_version_info{version}` = 1 for the version that serves; `flywheel_alias_consistent` = 1 while
   the Qdrant alias points at that version's collection (0: someone else moved it, see deploy/README.md);
   `flywheel_documents`.
+- While an online test runs: `flywheel_online_test_searches{cycle_id,mode}` (its interleaved or shadow searches)
+  and `flywheel_online_test_outcomes{cycle_id,outcome}` (the candidate's wins, losses and ties); one test at a
+  time, so the labels stay bounded.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.routing import Match
 
+from flywheel.cycle.online import summary as online_summary
 from flywheel.cycle.report.model import CycleReport
 
 log = logging.getLogger(__name__)
@@ -133,6 +137,28 @@ class _ServingCollector(Collector):
                 value=int(consistent),
             )
         yield GaugeMetricFamily("flywheel_documents", "Documents in the corpus", value=service.store.count_documents())
+        experiment = service.experiment
+        if experiment is not None:
+            yield from _online_gauges(online_summary(service.store, experiment, service.settings))
+
+
+def _online_gauges(state: dict[str, Any]) -> Iterator[Any]:
+    """The running online test's counts as gauges."""
+    cycle_id = state["cycle_id"]
+    searches = GaugeMetricFamily(
+        "flywheel_online_test_searches", "Searches of the running online test", labels=["cycle_id", "mode"]
+    )
+    searches.add_metric([cycle_id, state["mode"]], state["searches"])
+    yield searches
+    if state["mode"] == "interleave":
+        outcomes = GaugeMetricFamily(
+            "flywheel_online_test_outcomes",
+            "The candidate's wins, losses and ties on interleaved lists",
+            labels=["cycle_id", "outcome"],
+        )
+        for outcome, key in (("win", "wins"), ("loss", "losses"), ("tie", "ties")):
+            outcomes.add_metric([cycle_id, outcome], state[key])
+        yield outcomes
 
 
 class MetricsMiddleware:

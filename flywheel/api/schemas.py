@@ -138,10 +138,20 @@ class HitOut(BaseModel):
     metadata: dict[str, Any]
 
 
+class ExperimentOut(BaseModel):
+    id: str = Field(description="the online test's id (the cycle whose candidate is tested)")
+    arm: Literal["interleaved", "incumbent", "shadow"] = Field(
+        description="interleaved: the list merges the incumbent's and the candidate's results; incumbent: the "
+        "incumbent's alone (outside the interleaved share); shadow: the incumbent's, the candidate ranked unseen"
+    )
+    challenger: str | None = Field(None, description="the candidate's version, on interleaved lists")
+
+
 class SearchOut(BaseModel):
     search_id: str
     model_version: str
     hits: list[HitOut]
+    experiment: ExperimentOut | None = Field(None, description="set while an online test runs (see docs/online.md)")
 
 
 class EventIn(_Strict):
@@ -181,7 +191,7 @@ class HealthOut(BaseModel):
 class CycleOut(BaseModel):
     cycle_id: str
     trigger: str
-    state: Literal["queued", "running", "promoted", "rejected", "failed"]
+    state: Literal["queued", "running", "testing", "promoted", "rejected", "failed"]
     stage: str | None
     started_at: str | None
     finished_at: str | None
@@ -189,6 +199,13 @@ class CycleOut(BaseModel):
     incumbent: str | None
     candidate: str | None
     kind: str | None = Field(None, description="'adapter' or 'full'")
+    online: dict[str, Any] | None = Field(
+        None, description="while testing: the online test's live counts, win share and band (docs/online.md)"
+    )
+
+
+class StopIn(_Strict):
+    decision: Literal["promote", "reject"] = Field(description="promote the candidate now, or keep the incumbent")
 
 
 class CycleIn(_Strict):

@@ -22,6 +22,7 @@ from flywheel.cycle.debias import click_weights
 from flywheel.cycle.evaluation import Scorer, heldout_queries, next_traffic_view, unseen_view
 from flywheel.cycle.gate import gate_checks, golden_check
 from flywheel.cycle.mining import Pair, write_snapshot
+from flywheel.cycle.online import run_online_test
 from flywheel.cycle.report.model import CycleReport
 from flywheel.cycle.split import labelled
 from flywheel.cycle.steps import (
@@ -290,7 +291,10 @@ def run_adapter_cycle(service: Service, cycle_id: str, on_stage: Callable[[str],
         decision = gate(report, checks, started, settings)
         # Same encoder and collection: promotion switches only the query transform.
         swap = lambda: service.swap(encoder, adapter=candidate)  # noqa: E731
-        settle_decision(service, report, version, decision.promote, timed, swap)
+        online = None
+        if settings.online_test != "off":
+            online = lambda: run_online_test(service, report, version, encoder, candidate)  # noqa: E731
+        settle_decision(service, report, version, decision.promote, timed, swap, online)
     except Exception as exc:
         log.exception("adapter cycle %s failed", cycle_id)
         settle_failure(service, report, exc)

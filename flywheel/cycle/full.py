@@ -17,6 +17,7 @@ from flywheel.config import Settings
 from flywheel.cycle.evaluation import adapted_pair_error, heldout_queries, next_traffic_view, unseen_view
 from flywheel.cycle.gate import error_checks, gate_checks, golden_check, pair_error_guard
 from flywheel.cycle.mining import MinedPairs, Pair, add_mined_negatives, corpus_texts, write_snapshot
+from flywheel.cycle.online import run_online_test
 from flywheel.cycle.report.model import CycleReport
 from flywheel.cycle.split import labelled
 from flywheel.cycle.steps import (
@@ -190,6 +191,15 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
                     f"points for {expected} documents; not switching"
                 )
 
+        def online() -> bool:
+            nonlocal since
+
+            def catch_up() -> None:
+                nonlocal since
+                since = service.catch_up(challenger, since)
+
+            return run_online_test(service, report, version, challenger, None, before_start=catch_up)
+
         settle_decision(
             service,
             report,
@@ -197,6 +207,7 @@ def run_cycle(service: Service, cycle_id: str, on_stage: Callable[[str], None] =
             decision.promote,
             timed,
             lambda: service.swap(challenger, before_switch=final_catch_up),
+            online if settings.online_test != "off" else None,
         )
     except Exception as exc:
         log.exception("cycle %s failed", cycle_id)

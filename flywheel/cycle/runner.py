@@ -21,6 +21,7 @@ from typing import Any
 from flywheel.config import Settings
 from flywheel.cycle.adapter import run_adapter_cycle
 from flywheel.cycle.full import run_cycle
+from flywheel.cycle.online import summary as online_summary
 from flywheel.cycle.report.model import CycleReport
 from flywheel.errors import Cancelled, Conflict, InvalidInput
 from flywheel.logs import log_context
@@ -89,7 +90,7 @@ class CycleRunner:
         Returns:
             The ids of the cycles marked failed.
         """
-        stale = self.ledger.ids_in_state("queued", "running")
+        stale = self.ledger.ids_in_state("queued", "running", "testing")
         for cycle_id in stale:
             self.update(cycle_id, state="failed", finished_at=utcnow(), error="interrupted: the server stopped")
         self.ledger.clear_lock()
@@ -192,7 +193,8 @@ class CycleRunner:
         def stage(name: str) -> None:
             if self._stop.is_set():  # between stages: the cycle settles as failed and writes its report
                 raise Cancelled(f"cancelled before {name}: the server is shutting down")
-            self.update(cycle_id, state="running", stage=name)
+            # While its candidate is tested on live searches, a cycle is "testing" (GET /cycles shows it).
+            self.update(cycle_id, state="testing" if name == "online_test" else "running", stage=name)
             log.info("cycle %s: %s", cycle_id, name)
             if on_stage is not None:
                 on_stage(name)
@@ -228,6 +230,33 @@ class CycleRunner:
             except Exception:
                 log.exception("on_finish observer failed")
         return True
+
+    def stop_test(self, cycle_id: str, decision: str) -> dict[str, Any]:
+        """End a cycle's online test now: "promote" or "reject" its candidate (the cycle settles at once).
+
+        Returns:
+            The cycle's record.
+
+        Raises:
+            NotFound: unknown cycle id.
+            Conflict: the cycle is not in an online test.
+            InvalidInput: unknown decision.
+        """
+        if decision not in ("promote", "reject"):
+            raise InvalidInput(f"unknown decision {decision!r}: use 'promote' or 'reject'")
+        record = self.get(cycle_id)
+        experiment = self.service.experiment
+        if experiment is None or experiment.id != cycle_id:
+            raise Conflict(f"cycle {cycle_id} is {record['state']}, not in an online test")
+        experiment.request_stop(decision)
+        return record
+
+    def online_state(self, cycle_id: str) -> dict[str, Any] | None:
+        """The live counts of a cycle's online test while it runs, else None."""
+        experiment = self.service.experiment
+        if experiment is None or experiment.id != cycle_id:
+            return None
+        return online_summary(self.store, experiment, self.service.settings)
 
     # --- the schedule -----------------------------------------------------------------------------------
 
@@ -276,6 +305,9 @@ class CycleRunner:
             self._scheduler = None
         if wait:
             self._stop.set()
+            experiment = self.service.experiment
+            if experiment is not None:  # an online test ends now, undecided: the incumbent stays
+                experiment.request_stop("shutdown")
             self.join(wait)
         return self._thread is None or not self._thread.is_alive()
 

@@ -130,8 +130,17 @@ def settle_decision(
     promote: bool,
     timed: Callable[[str], Callable[[], None]],
     swap: Callable[[], None],
+    online: Callable[[], bool] | None = None,
 ) -> None:
-    """Promote the candidate (timed swap, registry, pruning) or discard it, and record the decision."""
+    """Promote the candidate (timed swap, registry, pruning) or discard it, and record the decision.
+
+    With `online` (an online test, `flywheel.cycle.online`), a candidate that passed the offline gate is
+    promoted only if the test says so.
+    """
+    if promote and online is not None:
+        done = timed("online_test")
+        promote = online()
+        done()
     if not promote:
         report.decision = "rejected"
         _discard(service, version, status="rejected", metrics=_summary(report))

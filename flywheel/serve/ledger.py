@@ -6,6 +6,7 @@ above asks for records and rows by meaning, never by query text.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -109,6 +110,48 @@ def count_new_signals(store: Store, since: datetime | None) -> int:
     """Distinct (search, document) signals received after `since`: the scheduler's "enough new data?" test."""
     sql = "SELECT count(*) FROM (SELECT DISTINCT search_id, doc_id FROM events WHERE received_at > ?)"
     return int(store.query(sql, [since or datetime(1970, 1, 1)])[0][0])
+
+
+# --- online tests (interleaving and shadow): what each experiment's searches showed and earned --------------
+
+
+def experiment_searches(store: Store, experiment: str, arm: str) -> list[tuple[str, datetime]]:
+    """(search_id, time) of an experiment's searches in one arm, in time order."""
+    return store.query(  # type: ignore[return-value]
+        "SELECT search_id, ts FROM searches WHERE experiment = ? AND arm = ? ORDER BY ts, search_id",
+        [experiment, arm],
+    )
+
+
+def experiment_feedback(store: Store, experiment: str) -> list[tuple[str, str, str, str]]:
+    """(search_id, doc_id, team, event type) of every event on an experiment's interleaved lists."""
+    return store.query(  # type: ignore[return-value]
+        """
+        SELECT i.search_id, i.doc_id, i.team, e.type
+        FROM searches s
+        JOIN impressions i ON i.search_id = s.search_id
+        JOIN events e ON e.search_id = i.search_id AND e.doc_id = i.doc_id
+        WHERE s.experiment = ? AND s.arm = 'interleaved' AND i.team IS NOT NULL
+        """,
+        [experiment],
+    )
+
+
+def shadow_rows(store: Store, experiment: str) -> list[tuple[str, int, int, list[str], list[str]]]:
+    """(search_id, k, overlap@k, shown doc ids, the challenger's doc ids) of a shadow test's searches."""
+    rows = store.query(
+        """
+        SELECT s.search_id, s.k, r.overlap, list(i.doc_id ORDER BY i.rank) AS shown, r.doc_ids
+        FROM shadow_rankings r
+        JOIN searches s ON s.search_id = r.search_id
+        LEFT JOIN impressions i ON i.search_id = r.search_id
+        WHERE r.experiment = ?
+        GROUP BY s.search_id, s.k, r.overlap, r.doc_ids, s.ts
+        ORDER BY s.ts
+        """,
+        [experiment],
+    )
+    return [(sid, k, ov, [d for d in shown if d is not None], json.loads(ids)) for sid, k, ov, shown, ids in rows]
 
 
 class CycleLedger:

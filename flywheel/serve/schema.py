@@ -56,6 +56,21 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE searches ADD COLUMN filter VARCHAR;
         """,
     ),
+    (
+        5,
+        "online tests: the experiment and arm of each search, the team of each impression, shadow rankings",
+        # experiment: the cycle id of the online test the search took part in (NULL: none ran); arm:
+        # "interleaved" (both rankers made the list), "incumbent" (outside the interleaved share) or "shadow".
+        # team: which ranker contributed an interleaved impression. shadow_rankings: what the challenger would
+        # have shown (doc ids as JSON, best first) and how many of the shown top k it shares.
+        """
+        ALTER TABLE searches ADD COLUMN experiment VARCHAR;
+        ALTER TABLE searches ADD COLUMN arm VARCHAR;
+        ALTER TABLE impressions ADD COLUMN team VARCHAR;
+        CREATE TABLE shadow_rankings (
+            search_id VARCHAR NOT NULL, experiment VARCHAR NOT NULL, doc_ids JSON NOT NULL, overlap INTEGER NOT NULL);
+        """,
+    ),
 ]
 
 __all__ = ["MIGRATIONS"]

@@ -20,11 +20,12 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from flywheel.config import Settings
-from flywheel.errors import IndexMismatch, NotFound
+from flywheel.errors import Conflict, IndexMismatch, NotFound
 from flywheel.models.encoder import Encoder, compatible, load_encoder
 from flywheel.models.loading import load_model
 from flywheel.models.query_adapter import QueryAdapter
 from flywheel.models.registry import ModelVersion, Registry
+from flywheel.serve.experiment import Experiment, merge, shadow_record
 from flywheel.serve.index import Index, content_hash, open_qdrant
 from flywheel.serve.recovery import settle_promoted_cycles
 from flywheel.serve.store import Store
@@ -44,6 +45,7 @@ class SearchResult:
     search_id: str
     model_version: str
     hits: list[Hit]
+    experiment: dict[str, str] | None = None  # {"id", "arm"} (+ "challenger" when interleaved) during a test
 
 
 class Service:
@@ -58,6 +60,7 @@ class Service:
         self._serving = threading.RLock()
         self._encoder: Encoder | None = None
         self._adapter: QueryAdapter | None = None
+        self._experiment: Experiment | None = None
 
     @classmethod
     def open(cls, settings: Settings, progress: bool = False) -> Service:
@@ -113,6 +116,35 @@ class Service:
         """The version that answers searches: the adapter's when one serves, else the encoder's."""
         adapter = self._adapter
         return adapter.version if adapter is not None else self.encoder.version
+
+    @property
+    def experiment(self) -> Experiment | None:
+        """The online test that runs now, if any."""
+        return self._experiment
+
+    def start_experiment(self, experiment: Experiment, before_start: Callable[[], None] | None = None) -> None:
+        """Let a challenger rank beside the incumbent (interleaved or in shadow) from the next search on.
+
+        Args:
+            experiment: the test.
+            before_start: run under the lock first, while no write can interleave (a fine-tuned challenger's
+                last catch-up: from the start on, document writes and deletes reach its collection too).
+
+        Raises:
+            Conflict: another test runs.
+        """
+        with self._serving:
+            if self._experiment is not None:
+                raise Conflict(f"the online test of cycle {self._experiment.id} is running")
+            if before_start is not None:
+                before_start()
+            self._experiment = experiment
+
+    def end_experiment(self, experiment: Experiment) -> None:
+        """Stop a test: from the next search on only the incumbent ranks (a no-op if it already ended)."""
+        with self._serving:
+            if self._experiment is experiment:
+                self._experiment = None
 
     def load_encoder(self, entry: ModelVersion, backend: str | None = None, bulk: bool = False) -> Encoder:
         """Load a registry version as an Encoder (not yet serving) on the query backend, or `backend`, or
@@ -277,6 +309,7 @@ class Service:
                 self.index.point_alias(encoder.version)
             self._encoder = encoder
             self._adapter = adapter
+            self._experiment = None  # a swap ends any online test: what was tested now serves, or never will
 
     # --- requests ---------------------------------------------------------------------------------------
 
@@ -307,30 +340,61 @@ class Service:
 
         The answer is made before anything is logged, so a search that cannot be answered (a hit that cannot
         be serialised) leaves no searches or impressions rows behind.
+
+        During an online test (`start_experiment`) the challenger ranks too: an interleaved search shows the
+        team-draft merge of both lists (each impression logged with its team), a shadow search shows the
+        incumbent's and logs the challenger's. The challenger's query is encoded beside the incumbent's (a second
+        encode only for a fine-tuned challenger) and both collections are queried under the same lock, so an
+        answer mixes at most the two versions under test.
         """
+        search_id = uuid.uuid4().hex
         while True:
-            encoder, adapter = self.encoder, self._adapter
+            encoder, adapter, experiment = self.encoder, self._adapter, self._experiment
             vector = encoder.encode([query])[0]
             query_vector = adapter.apply(vector) if adapter is not None else vector
+            arm = experiment.arm(search_id) if experiment is not None else None
+            challenger_vector = None
+            if experiment is not None and arm != "incumbent":
+                raw = vector if experiment.encoder is encoder else experiment.encoder.encode([query])[0]
+                challenger_vector = experiment.adapter.apply(raw) if experiment.adapter is not None else raw
             with self._serving:
-                if encoder is not self._encoder or adapter is not self._adapter:
-                    continue  # a swap happened while encoding: encode again with the new model
+                if encoder is not self._encoder or adapter is not self._adapter or experiment is not self._experiment:
+                    continue  # a swap or a test's start or end happened while encoding: encode again
                 hits = self.index.search(query_vector, k, metadata_filter=metadata_filter)
+                challenger_hits = None
+                if experiment is not None and challenger_vector is not None:
+                    challenger_hits = self.index.search(
+                        challenger_vector,
+                        k,
+                        collection=self.index.collection(experiment.collection),
+                        metadata_filter=metadata_filter,
+                    )
             break
-        search_id = uuid.uuid4().hex
         version = adapter.version if adapter is not None else encoder.version
-        answer = render(SearchResult(search_id, version, hits))
+        impressions = [Impression(rank, h.doc_id, h.score) for rank, h in enumerate(hits, start=1)]
+        shadow, tag = None, None
+        if experiment is not None:
+            tag = {"id": experiment.id, "arm": str(arm)}
+            if arm == "interleaved" and challenger_hits is not None:
+                hits, impressions = merge(search_id, hits, challenger_hits, k)
+                tag["challenger"] = experiment.version
+            elif arm == "shadow" and challenger_hits is not None:
+                shadow = shadow_record(hits, challenger_hits, k)
+        answer = render(SearchResult(search_id, version, hits, tag))
         self.store.log_search(
             search_id,
             query,
             k,
             version,
-            [Impression(rank, h.doc_id, h.score) for rank, h in enumerate(hits, start=1)],
+            impressions,
             user_id=user_id,
             session_id=session_id,
             query_vector=vector,  # the base's vector, before the adapter: what adapter cycles train on
             vector_version=encoder.version,
             search_filter=metadata_filter,
+            experiment=tag["id"] if tag else None,
+            arm=tag["arm"] if tag else None,
+            shadow=shadow,
         )
         return answer
 
@@ -342,14 +406,20 @@ class Service:
         """
         latest = list({d.id: d for d in docs}.values())
         while True:
-            encoder = self.encoder
-            vectors = encoder.encode([d.text for d in latest])
+            encoder, experiment = self.encoder, self._experiment
+            texts = [d.text for d in latest]
+            vectors = encoder.encode(texts)
+            # A fine-tuned challenger under test searches its own collection: it must see the same documents.
+            other = experiment.encoder if experiment is not None and experiment.encoder is not encoder else None
+            other_vectors = other.encode(texts) if other is not None else None
             with self._serving:
-                if encoder is not self._encoder:
+                if encoder is not self._encoder or experiment is not self._experiment:
                     continue
                 with self.store.transaction() as con:
                     written = self.store.upsert_documents(con, latest)
                     self.index.upsert(encoder.version, latest, vectors)
+                    if other is not None and other_vectors is not None:
+                        self.index.upsert(other.version, latest, other_vectors)
                 return written
 
     def delete_document(self, doc_id: str) -> None:
@@ -361,6 +431,9 @@ class Service:
         with self._serving, self.store.transaction() as con:
             self.store.delete_document(con, doc_id)
             self.index.delete(self.encoder.version, [doc_id])
+            experiment = self._experiment
+            if experiment is not None and experiment.collection != self.encoder.version:
+                self.index.delete(experiment.collection, [doc_id])
 
     def feedback(self, events: list[Event]) -> tuple[int, int]:
         """Store a batch of feedback events atomically; see `Store.add_events`."""

@@ -194,6 +194,9 @@ class Store:
         query_vector: np.ndarray | None = None,
         vector_version: str | None = None,
         search_filter: dict[str, Any] | None = None,
+        experiment: str | None = None,
+        arm: str | None = None,
+        shadow: tuple[list[str], int] | None = None,
     ) -> None:
         """Record one search and the hits it showed, in one transaction.
 
@@ -201,6 +204,8 @@ class Store:
             query_vector: the base model's query vector (before any adapter), kept as float16 for adapter cycles.
             vector_version: the base version that computed `query_vector`.
             search_filter: the metadata filter the search applied (stored as JSON).
+            experiment: the online test's id (its cycle id) when one ran; `arm` says how this search took part.
+            shadow: in a shadow test, (the challenger's doc ids, best first; their overlap with what was shown).
         """
         now = utcnow()
         blob = encode_vector(query_vector) if query_vector is not None else None
@@ -209,9 +214,18 @@ class Store:
             _x(
                 con,
                 "INSERT INTO searches (search_id, ts, query, k, model_version, user_id, session_id, query_vector, "
-                "vector_version, filter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [search_id, now, query, k, model_version, user_id, session_id, blob, vector_version, filter_json],
+                "vector_version, filter, experiment, arm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    *(search_id, now, query, k, model_version, user_id, session_id, blob, vector_version),
+                    *(filter_json, experiment, arm),
+                ],
             )
+            if shadow is not None:
+                _x(
+                    con,
+                    "INSERT INTO shadow_rankings VALUES (?, ?, ?, ?)",
+                    [search_id, experiment, json.dumps(shadow[0], ensure_ascii=False), shadow[1]],
+                )
             if impressions:
                 table = pa.table(
                     {
@@ -219,11 +233,16 @@ class Store:
                         "rank": pa.array([i.rank for i in impressions], pa.int32()),
                         "doc_id": [i.doc_id for i in impressions],
                         "score": pa.array([i.score for i in impressions], pa.float64()),
+                        "team": pa.array([i.team for i in impressions], pa.string()),
                     }
                 )
                 con.register("_imp_batch", table)
                 try:
-                    _x(con, "INSERT INTO impressions SELECT * FROM _imp_batch")
+                    _x(
+                        con,
+                        "INSERT INTO impressions (search_id, rank, doc_id, score, team) "
+                        "SELECT search_id, rank, doc_id, score, team FROM _imp_batch",
+                    )
                 finally:
                     con.unregister("_imp_batch")
 

@@ -1,11 +1,11 @@
-"""Retraining-cycle routes: start one now, list recent ones, read one's state (admin key)."""
+"""Retraining-cycle routes: start one now, list recent ones, read one's state, end an online test (admin key)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from flywheel.api.deps import AdminKey, RunnerDep
-from flywheel.api.schemas import CycleIn, CycleOut, CycleStarted
+from flywheel.api.schemas import CycleIn, CycleOut, CycleStarted, StopIn
 
 router = APIRouter()
 
@@ -24,5 +24,14 @@ def get_cycles(runner: RunnerDep) -> list[CycleOut]:
 
 @router.get("/cycles/{cycle_id}", response_model=CycleOut, dependencies=[AdminKey], tags=["cycles"])
 def get_cycle(cycle_id: str, runner: RunnerDep) -> CycleOut:
-    """A cycle's state and stage."""
-    return CycleOut(**runner.get(cycle_id))
+    """A cycle's state and stage; while its candidate is tested online ("testing"), the test's live counts."""
+    return CycleOut(**runner.get(cycle_id), online=runner.online_state(cycle_id))
+
+
+@router.post(
+    "/cycles/{cycle_id}/stop", status_code=202, response_model=CycleOut, dependencies=[AdminKey], tags=["cycles"]
+)
+def stop_cycle_test(cycle_id: str, body: StopIn, runner: RunnerDep) -> CycleOut:
+    """End a cycle's online test now: promote its candidate or keep the incumbent; 409 if it is not testing."""
+    record = runner.stop_test(cycle_id, body.decision)
+    return CycleOut(**record, online=runner.online_state(cycle_id))

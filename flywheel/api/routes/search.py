@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, Response
 
 from flywheel.api.deps import SearchKey, ServiceDep, SettingsDep
-from flywheel.api.schemas import HitOut, SearchIn, SearchOut, control_char
+from flywheel.api.schemas import ExperimentOut, HitOut, SearchIn, SearchOut, control_char
 from flywheel.errors import InvalidInput
 from flywheel.serve.service import SearchResult
 
@@ -40,7 +40,12 @@ def search(body: SearchIn, svc: ServiceDep, settings: SettingsDep) -> Response:
             HitOut(doc_id=h.doc_id, text=h.text, score=h.score, rank=i, metadata=h.metadata)
             for i, h in enumerate(result.hits, start=1)
         ]
-        out = SearchOut(search_id=result.search_id, model_version=result.model_version, hits=hits)
+        out = SearchOut(
+            search_id=result.search_id,
+            model_version=result.model_version,
+            hits=hits,
+            experiment=ExperimentOut(**result.experiment) if result.experiment else None,
+        )
         return Response(out.model_dump_json(), media_type="application/json")
 
     result, response = svc.answer(body.query, k, lambda r: (r, render(r)), body.user_id, body.session_id, body.filter)

@@ -60,6 +60,9 @@ class CycleReport(BaseModel):
     examples: list[dict[str, Any]] = Field(default_factory=list)
     training: dict[str, Any] | None = None
     onnx: dict[str, Any] | None = None
+    online: dict[str, Any] | None = Field(
+        None, description="the online test (interleaving or shadow) of a candidate that passed the offline gate"
+    )
     timings: dict[str, float] = Field(default_factory=dict)
     duration_s: float | None = None
     error: str | None = None
