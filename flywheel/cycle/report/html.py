@@ -10,6 +10,7 @@ import re
 import threading
 from typing import Any
 
+from flywheel.cycle.report.online_html import online_chart, online_rows
 from flywheel.cycle.report.view import as_list, as_num, dig, pair_block, sort_key, summary_row
 
 DECISION_COLOURS = {"promoted": "#1a7f37", "rejected": "#b7791f", "failed": "#cf222e"}
@@ -392,6 +393,12 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
     section("Training", loss + _training(training))
     if isinstance(report.get("onnx"), dict):
         section("Encoders (ONNX Runtime)", _onnx(report["onnx"]))
+    if isinstance(report.get("online"), dict):
+        online = report["online"]
+        caption = "The candidate's share of the interleaved lists it won, with the band it lies in at every look "
+        caption += "(valid however often the test looked); the test stops once the band leaves 0.5."
+        chart = _figure(online_chart(online, _svg), "online-chart", caption, "No chart: too few decisive lists.")
+        section("Online test", chart + _table(["", "value"], online_rows(online)))
     timings = report.get("timings") if isinstance(report.get("timings"), dict) else {}
     total = sum(v for v in map(as_num, timings.values()) if v is not None)
     rows = [[k, _seconds(v)] for k, v in timings.items()] + [["total", _seconds(total)]]
