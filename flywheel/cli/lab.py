@@ -137,6 +137,13 @@ def demo(
         Path | None,
         typer.Option(help="A BEIR folder to use instead of a shipped world (corpus, queries, qrels)."),
     ] = None,
+    online: Annotated[
+        str | None,
+        typer.Option(
+            help="Test a candidate that passes the offline gate on live simulated searches first: interleave "
+            "or shadow (default: the online_test setting, off)."
+        ),
+    ] = None,
 ) -> None:
     """The whole loop on real data (SciFact by default): ingest, simulated users over HTTP, one cycle, before/after.
 
@@ -155,7 +162,10 @@ def demo(
         if world and beir:
             raise InvalidInput("choose either --world or --beir, not both")
         chosen = load_beir_world(beir) if beir else load_world(world or "scifact")
-        settings = demo_settings(data_dir, **({"base_model": base_model} if base_model else {}))
+        if online not in (None, "off", "interleave", "shadow"):
+            raise InvalidInput(f"unknown online test {online!r}: use 'off', 'interleave' or 'shadow'")
+        overrides = {"base_model": base_model} if base_model else {}
+        settings = demo_settings(data_dir, **overrides, **({"online_test": online} if online else {}))
         prepare_data_dir(data_dir, force)
         basic_logging("warning")
         console.print(

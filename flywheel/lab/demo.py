@@ -16,9 +16,9 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ class DemoPlan:
     traffic: Traffic = field(default_factory=lambda: Traffic(rounds=3, user=DEMO_USER))
     seed: int = 0
     ingest_batch: int = 256
+    live_searches: int = 500  # searches per burst of live traffic while the candidate is tested online
 
 
 @dataclass
@@ -193,7 +194,13 @@ def run_demo(settings: Settings, world: World, plan: DemoPlan, console: Console 
 
         t0 = time.monotonic()
         cycle_id = _call(http, "POST", "/cycles")["cycle_id"]
-        _wait_for_cycle(http, cycle_id, console)
+        bursts = iter(range(1, 10**6))
+
+        def live() -> None:  # the same users go on asking while the candidate is tested on their searches
+            burst = replace(plan.traffic, searches=plan.live_searches, rounds=1)
+            simulate_traffic(http, queries, traffic.relevant, burst, plan.seed + 1000 * next(bursts))
+
+        _wait_for_cycle(http, cycle_id, console, live=live)
         timings["cycle_s"] = time.monotonic() - t0
         report = _call(http, "GET", f"/reports/{cycle_id}")
         after = serving_scores(service, world.check_queries, world.check_relevant) if before is not None else None
@@ -217,16 +224,44 @@ def _ingest(http: httpx.Client, world: RetrievalSet, batch: int, console: Consol
                 bar.advance(task, len(docs[start : start + batch]))
 
 
-def _wait_for_cycle(http: httpx.Client, cycle_id: str, console: Console | None, poll_s: float = 1.0) -> None:
-    """Poll GET /cycles/{id}, showing the current stage, until the cycle has finished."""
+def _wait_for_cycle(
+    http: httpx.Client,
+    cycle_id: str,
+    console: Console | None,
+    poll_s: float = 1.0,
+    live: Callable[[], None] | None = None,
+) -> None:
+    """Poll GET /cycles/{id}, showing the current stage, until the cycle has finished; while it tests its
+    candidate online, call `live` (a burst of user traffic) between looks."""
     with Progress(disable=console is None, transient=True) as bar:
         task = bar.add_task("cycle: queued", total=None)
         while True:
             record = _call(http, "GET", f"/cycles/{cycle_id}")
-            if record["state"] not in ("queued", "running"):
+            if record["state"] not in ("queued", "running", "testing"):
                 return
-            bar.update(task, description=f"cycle: {record.get('stage') or record['state']}")
+            if record["state"] == "testing" and record.get("online"):
+                bar.update(task, description=f"online test: {online_line(record['online'])}")
+                if live is not None:
+                    live()
+                    continue
+            else:
+                bar.update(task, description=f"cycle: {record.get('stage') or record['state']}")
             time.sleep(poll_s)
+
+
+def online_line(online: dict[str, Any]) -> str:
+    """One line on an online test: its searches and, interleaving, the candidate's record and win share."""
+    if online.get("mode") == "shadow":
+        top = online.get("top3_changed")
+        changed = f", top 3 would change for {top:.0%}" if top is not None else ""
+        return f"shadow, {online['searches']:,} searches{changed}"
+    share = online.get("win_share")
+    band = online.get("band") or [None, None]
+    text = f"{online['searches']:,} interleaved searches: {online['wins']} won, {online['losses']} lost, "
+    text += f"{online['ties']} tied"
+    if share is not None and None not in band:
+        text += f", win share {share:.2f} [{band[0]:.2f}, {band[1]:.2f}]"
+    return text
 
 
 def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
@@ -323,6 +358,9 @@ def print_result(console: Console, result: DemoResult) -> None:
         console.print(f"decision: [red]{result.decision.upper()}[/red]: {report['incumbent']} keeps serving")
     for reason in report.get("reasons") or []:
         console.print(f"  - {reason}", highlight=False)
+    online = report.get("online")
+    if isinstance(online, dict):
+        console.print(f"online test ({online.get('mode')}): {online.get('reason')}", highlight=False)
     if result.check is not None:
         console.print(check_line(result.check), highlight=False)
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in (report.get("timings") or {}).items())

@@ -79,6 +79,7 @@ def test_new_report_starts_from_what_serves(service: Service) -> None:
         "examples": [],
         "training": None,
         "onnx": None,
+        "online": None,
         "timings": {},
         "duration_s": None,
         "error": None,

@@ -118,3 +118,17 @@ def test_demo_end_to_end_on_a_slice(tmp_path: Path, tiny_model_path: Path, monke
     assert len(table_rows(report)) == 3
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_the_online_line_says_what_each_kind_of_test_shows() -> None:
+    from flywheel.lab.demo import online_line
+
+    interleave = {"mode": "interleave", "searches": 1200, "wins": 60, "losses": 31, "ties": 9}
+    assert online_line({**interleave, "win_share": None, "band": [0.0, 1.0]}) == (
+        "1,200 interleaved searches: 60 won, 31 lost, 9 tied"
+    )
+    line = online_line({**interleave, "win_share": 60 / 91, "band": [0.52, 0.77]})
+    assert line.endswith("win share 0.66 [0.52, 0.77]")
+    assert online_line({"mode": "shadow", "searches": 50, "top3_changed": 0.18}) == (
+        "shadow, 50 searches, top 3 would change for 18%"
+    )

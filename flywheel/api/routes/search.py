@@ -46,7 +46,9 @@ def search(body: SearchIn, svc: ServiceDep, settings: SettingsDep) -> Response:
             hits=hits,
             experiment=ExperimentOut(**result.experiment) if result.experiment else None,
         )
-        return Response(out.model_dump_json(), media_type="application/json")
+        # Outside an online test the answer keeps its original three keys.
+        text = out.model_dump_json(exclude={"experiment"} if out.experiment is None else None)
+        return Response(text, media_type="application/json")
 
     result, response = svc.answer(body.query, k, lambda r: (r, render(r)), body.user_id, body.session_id, body.filter)
     log.info("search", extra={"search_id": result.search_id, "model_version": result.model_version, "k": k})

@@ -1,0 +1,241 @@
+"""How many live searches an online test needs to decide: team-draft interleaving against a user-split A/B test,
+with simulated users on the shipped SciFact world, for challengers truly better by a known nDCG@10 amount.
+
+The incumbent ranks every SciFact claim (traffic and check claims) against the 5,183 abstracts with the packaged
+MiniLM. A challenger adds `boost` to the cosine of each judged-relevant abstract, which lifts relevant results
+by a known, measured amount (its nDCG@10 gain over all claims against their judgements); boost 0 is the
+incumbent itself. Users are the demo's (`flywheel.lab.demo.DEMO_USER`: position-based examination 1/rank,
+clicks on relevant results, some misclicks and abandonment), asking claims drawn uniformly.
+
+- Interleaving: each search shows the team-draft merge of both top 10s (`flywheel.scoring.interleaving`), the
+  clicks credit a team, and the product's stop rule (`win_share_test`, alpha 0.05) is applied after every search.
+- A/B: each search goes to one arm at random; the metric is the reciprocal rank of the first click (0 without
+  one); an always-valid normal-mixture test on the difference of means (`mean_difference_test`, alpha 0.05) is
+  applied after every 10 searches, its prior scale set to the true MRR difference (the most favourable choice
+  for the A/B test; the interleaving test gets no such help).
+
+Both stop at a decision or at --max-searches. Reported per challenger: the share of runs that decided for the
+challenger (power; for boost 0 the false-promotion rate), the median searches to a decision (runs undecided at
+the limit count as the limit, so a median at the limit means "more than that"), and the ratio A/B / interleaving.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/online_test.py [--runs 100] [--null-runs 200] [--max-searches 10000]
+
+Prints a table, writes bench/results/online_test.json and bench/results/online_test.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from learners import RESULTS, base_vectors  # noqa: E402
+
+from flywheel.lab.demo import DEMO_USER  # noqa: E402
+from flywheel.lab.simulate import SimulationStats, _behave  # noqa: E402
+from flywheel.lab.worlds import load_world  # noqa: E402
+from flywheel.models.loading import load_model  # noqa: E402
+from flywheel.scoring.interleaving import credit, team_draft  # noqa: E402
+from flywheel.scoring.sequential import mean_difference_test, win_share_test  # noqa: E402
+from flywheel.util.packaged import packaged_model_path  # noqa: E402
+
+K = 10
+BOOSTS = (0.0, 0.02, 0.05, 0.1)
+AB_EVERY = 10  # the A/B test looks after every 10 searches (it is valid at any cadence; this saves time)
+
+
+def rankings(world: Any, vec: dict[str, np.ndarray], boost: float) -> dict[str, list[str]]:
+    """Query id -> top-K doc ids, cosine plus `boost` on each judged-relevant document."""
+    queries = {**world.traffic_queries, **world.check_queries}
+    relevant = {**world.traffic_relevant, **world.check_relevant}
+    ids = [d.id for d in world.corpus]
+    row = {d: i for i, d in enumerate(ids)}
+    docs = np.stack([vec[d.text] for d in world.corpus])
+    qids = sorted(queries)
+    scores = np.stack([vec[queries[q]] for q in qids]) @ docs.T
+    for i, q in enumerate(qids):
+        for d in relevant.get(q, ()):
+            if d in row:
+                scores[i, row[d]] += boost
+    top = np.argsort(-scores, axis=1)[:, :K]
+    return {q: [ids[j] for j in top[i]] for i, q in enumerate(qids)}
+
+
+def mean_ndcg(ranked: dict[str, list[str]], relevant: dict[str, set[str]]) -> float:
+    """Mean binary nDCG@10 over the queries, against their judgements (as the cycle's reports compute it)."""
+    discounts = 1.0 / np.log2(np.arange(2, K + 2))
+    values = []
+    for q, hits in ranked.items():
+        gains = np.array([d in relevant[q] for d in hits], float)
+        values.append((gains * discounts[: gains.size]).sum() / discounts[: min(len(relevant[q]), K)].sum())
+    return float(np.mean(values))
+
+
+def clicks(hits: list[str], relevant: set[str], rng: random.Random) -> list[tuple[str, str]]:
+    """(doc id, event type) of one simulated user's reaction to a list (the project's own user model)."""
+    body = {"hits": [{"doc_id": d} for d in hits]}
+    return [(e["doc_id"], e["type"]) for e in _behave(body, relevant, DEMO_USER, rng, SimulationStats())]
+
+
+def reciprocal_rank(hits: list[str], events: list[tuple[str, str]]) -> float:
+    """1 / rank of the first clicked result, 0 without a click."""
+    clicked = {d for d, t in events if t == "click"}
+    return next((1.0 / r for r, d in enumerate(hits, 1) if d in clicked), 0.0)
+
+
+def interleaving_run(inc: dict, cha: dict, relevant: dict, qids: list[str], max_n: int, seed: int) -> tuple[str, int]:
+    """One interleaving experiment: (decision or "undecided", searches used)."""
+    rng = random.Random(seed)
+    wins = losses = 0
+    for n in range(1, max_n + 1):
+        q = rng.choice(qids)
+        merged = team_draft(inc[q], cha[q], K, seed=f"{seed}:{n}")
+        events = clicks([d for d, _ in merged], relevant[q], rng)
+        outcome = credit(dict(merged), events)
+        if outcome in ("win", "loss"):
+            wins += outcome == "win"
+            losses += outcome == "loss"
+            verdict = win_share_test(wins, losses)
+            if verdict.decision:
+                return verdict.decision, n
+    return "undecided", max_n
+
+
+def ab_run(inc: dict, cha: dict, relevant: dict, qids: list[str], max_n: int, seed: int, tau: float) -> tuple[str, int]:
+    """One user-split A/B experiment on the reciprocal rank of clicks: (decision or "undecided", searches)."""
+    rng = random.Random(seed)
+    sums, squares, counts = [0.0, 0.0], [0.0, 0.0], [0, 0]
+    for n in range(1, max_n + 1):
+        q, arm = rng.choice(qids), rng.random() < 0.5
+        hits = (cha if arm else inc)[q]
+        rr = reciprocal_rank(hits, clicks(hits, relevant[q], rng))
+        sums[arm] += rr
+        squares[arm] += rr * rr
+        counts[arm] += 1
+        if n % AB_EVERY or min(counts) < 2:
+            continue
+        means = [s / c for s, c in zip(sums, counts, strict=True)]
+        total = sum(counts)
+        variance = (sum(squares) - sum(m * m * c for m, c in zip(means, counts, strict=True))) / (total - 2)
+        verdict = mean_difference_test(means[0], means[1], variance, counts[0], counts[1], tau)
+        if verdict.decision:
+            return verdict.decision, n
+    return "undecided", max_n
+
+
+def true_mrr(ranked: dict, relevant: dict, qids: list[str], n: int = 40000) -> float:
+    """The mean reciprocal rank of clicks a ranker gets from these users (a large simulation)."""
+    rng = random.Random(12345)
+    total = 0.0
+    for _ in range(n):
+        q = rng.choice(qids)
+        total += reciprocal_rank(ranked[q], clicks(ranked[q], relevant[q], rng))
+    return total / n
+
+
+def summarise(results: list[tuple[str, int]], max_n: int) -> dict[str, Any]:
+    """Share deciding for the challenger / the incumbent, and the median searches to a decision."""
+    decisions = [d for d, _ in results]
+    return {
+        "runs": len(results),
+        "challenger": decisions.count("challenger") / len(results),
+        "incumbent": decisions.count("incumbent") / len(results),
+        "undecided": decisions.count("undecided") / len(results),
+        "median_searches": float(np.median([n for _, n in results])),
+        "max_searches": max_n,
+    }
+
+
+def chart(rows: list[dict[str, Any]], path: Path) -> None:
+    """Median searches to a decision by true nDCG@10 gain, interleaving vs A/B (log scale)."""
+    from matplotlib.figure import Figure
+
+    better = [r for r in rows if r["boost"] > 0]
+    fig = Figure(figsize=(6.5, 3.2))
+    ax = fig.subplots()
+    gains = [r["ndcg_gain"] for r in better]
+    ax.plot(gains, [r["interleaving"]["median_searches"] for r in better], "o-", label="team-draft interleaving")
+    ax.plot(gains, [r["ab"]["median_searches"] for r in better], "s--", label="A/B on MRR of clicks")
+    ax.axhline(better[0]["ab"]["max_searches"], color="#8c959f", linewidth=1, linestyle=":", label="search limit")
+    ax.set_yscale("log")
+    ax.set_xlabel("true nDCG@10 gain of the challenger (SciFact, all claims)")
+    ax.set_ylabel("median searches to decide")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, frameon=False)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=100, help="experiments per better challenger")
+    parser.add_argument("--null-runs", type=int, default=200, help="experiments with identical rankers")
+    parser.add_argument("--max-searches", type=int, default=10000)
+    args = parser.parse_args()
+
+    started = time.monotonic()
+    world = load_world("scifact")
+    vec = base_vectors(world, load_model(packaged_model_path(), "cpu"))
+    relevant = {**world.traffic_relevant, **world.check_relevant}
+    incumbent = rankings(world, vec, 0.0)
+    qids = sorted(incumbent)
+    base_ndcg, base_mrr = mean_ndcg(incumbent, relevant), true_mrr(incumbent, relevant, qids)
+    rows = []
+    smallest = None
+    for boost in sorted(BOOSTS, reverse=True):  # the biggest effect first: its MRR gain sets the null's prior
+        challenger = incumbent if boost == 0 else rankings(world, vec, boost)
+        gain = mean_ndcg(challenger, relevant) - base_ndcg
+        mrr_gain = true_mrr(challenger, relevant, qids) - base_mrr if boost else 0.0
+        if boost:
+            smallest = mrr_gain
+        tau = max(abs(mrr_gain), 1e-3) if boost else abs(smallest or 0.01)
+        runs = args.runs if boost else args.null_runs
+        inter = [interleaving_run(incumbent, challenger, relevant, qids, args.max_searches, s) for s in range(runs)]
+        ab = [ab_run(incumbent, challenger, relevant, qids, args.max_searches, s, tau) for s in range(runs)]
+        row = {
+            "boost": boost,
+            "ndcg_gain": round(gain, 4),
+            "mrr_gain": round(mrr_gain, 4),
+            "interleaving": summarise(inter, args.max_searches),
+            "ab": summarise(ab, args.max_searches),
+        }
+        row["ratio"] = round(row["ab"]["median_searches"] / row["interleaving"]["median_searches"], 1)
+        rows.append(row)
+        print(f"boost {boost}: done in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    rows.sort(key=lambda r: r["boost"])
+
+    print(f"SciFact, {len(qids)} claims, base nDCG@10 {base_ndcg:.3f}, users {DEMO_USER}")
+    print(
+        "| true nDCG@10 gain | MRR-of-clicks gain | interleaving: decides for challenger | median searches "
+        "| A/B: decides for challenger | median searches | A/B / interleaving |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        i, a = r["interleaving"], r["ab"]
+        print(
+            f"| {r['ndcg_gain']:+.3f} | {r['mrr_gain']:+.4f} | {i['challenger']:.0%} (wrong way {i['incumbent']:.0%}) "
+            f"| {i['median_searches']:,.0f} | {a['challenger']:.0%} (wrong way {a['incumbent']:.0%}) "
+            f"| {a['median_searches']:,.0f} | {r['ratio']}x |"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    out = {
+        "world": "scifact",
+        "claims": len(qids),
+        "base_ndcg@10": round(base_ndcg, 4),
+        "alpha": 0.05,
+        "max_searches": args.max_searches,
+        "rows": rows,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    (RESULTS / "online_test.json").write_text(json.dumps(out, indent=2) + "\n")
+    chart(rows, RESULTS / "online_test.png")
+
+
+if __name__ == "__main__":
+    main()
