@@ -14,9 +14,10 @@ import pytest
 from flywheel.cycle.online import run_online_test
 from flywheel.cycle.report.model import CycleReport
 from flywheel.errors import Cancelled
+from flywheel.serve.ledger import experiment_searches, labelled_rows
 from flywheel.serve.service import Service
 from flywheel.types import Document, Event
-from flywheel.util.files import now_iso
+from flywheel.util.files import now_iso, utcnow
 from tests.helpers.factories import world_documents
 from tests.helpers.server import second_version
 
@@ -96,6 +97,18 @@ def test_users_who_prefer_the_challengers_results_promote_it(two_versions: tuple
     assert online["wins"] > 0 and online["losses"] == 0 and online["band"][0] > 0.5
     assert online["series"] and online["series"][-1]["wins"] == online["wins"]
     assert report.checks[-1] == {"name": "online_test", "passed": True, "detail": online["reason"]}
+    # The interleaved lists' feedback is training data like any other, at the ranks users saw.
+    service = two_versions[0]
+    interleaved = {sid for sid, _ in experiment_searches(service.store, "c-online", "interleaved")}
+    mined = [row for row in labelled_rows(service.store, utcnow(), None) if row[0] in interleaved]
+    assert any(row[3] == 1 for row in mined)  # the clicks became positives
+    shown = dict(
+        ((sid, doc), rank)
+        for sid, rank, doc in service.store.query(
+            "SELECT search_id, rank, doc_id FROM impressions WHERE team IS NOT NULL"
+        )
+    )
+    assert all(shown[(row[0], row[2])] == row[6] for row in mined)
 
 
 def test_users_who_prefer_the_incumbents_results_reject_the_challenger(two_versions: tuple[Service, Any]) -> None:

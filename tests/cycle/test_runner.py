@@ -60,6 +60,19 @@ def test_recover_after_crash(service: Service) -> None:
     assert restarted.running() == "c-next"
 
 
+def test_a_cycle_cut_short_during_its_online_test_is_failed_at_restart(service: Service) -> None:
+    crashed = CycleRunner(service)
+    crashed.ledger.acquire("c-testing", "schedule", "adapter", "v1")
+    crashed.update("c-testing", state="testing", stage="online_test")
+    restarted = CycleRunner(service)
+    assert restarted.recover() == ["c-testing"]
+    record = restarted.get("c-testing")
+    assert record["state"] == "failed" and "interrupted" in record["error"] and restarted.running() is None
+    assert restarted.online_state("c-testing") is None  # nothing is tested any more
+    with pytest.raises(Conflict, match="not in an online test"):
+        restarted.stop_test("c-testing", "promote")
+
+
 def test_maybe_start_waits_for_min_new_pairs(tmp_path, tiny_model_path) -> None:
     settings = Settings(data_dir=tmp_path / "d", base_model=str(tiny_model_path), min_new_pairs=2)
     service = Service.open(settings)
