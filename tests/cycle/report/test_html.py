@@ -268,3 +268,31 @@ def test_examples_tick_relevant_hits_shorten_long_texts_and_show_at_most_twenty(
     assert page.count('<div class="example">') == 20 and "<h3>query 19</h3>" in page and "query 20<" not in page
     assert '<p class="note">Showing 20 of 25 examples.</p>' in page
     assert '<p class="note">relevant: d1</p>' in page
+
+
+def test_online_section_shows_the_test_its_chart_and_escapes_the_reason() -> None:
+    series = [
+        {"searches": n, "wins": w, "losses": lost, "ties": 0, "win_share": w / (w + lost), "band": [lo, hi]}
+        for n, w, lost, lo, hi in [(100, 12, 8, 0.3, 0.85), (200, 30, 14, 0.45, 0.8), (300, 48, 20, 0.52, 0.8)]
+    ]
+    online = {
+        "mode": "interleave",
+        "challenger": "v2",
+        "searches": 300,
+        "wins": 48,
+        "losses": 20,
+        "ties": 3,
+        "win_share": 48 / 68,
+        "band": [0.52, 0.8],
+        "decision": "promote",
+        "reason": f"users preferred the candidate {XSS}",
+        "series": series,
+    }
+    page = render_html({**make_report(), "online": online}, [])
+    section = page[page.index("<h2>Online test</h2>") :]
+    assert 'id="online-chart"' in section and "<svg" in section
+    assert "[0.520, 0.800]" in section and "0.706" in section and "lists the candidate won" in section
+    assert XSS not in page
+    shadow = render_html({**make_report(), "online": {"mode": "shadow", "searches": 40, "top3_changed": 0.18}}, [])
+    part = shadow[shadow.index("<h2>Online test</h2>") :]
+    assert "18%" in part and "<svg" not in part[: part.index("</section>")]  # no win share to draw
