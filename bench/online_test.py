@@ -80,7 +80,7 @@ def mean_ndcg(ranked: dict[str, list[str]], relevant: dict[str, set[str]]) -> fl
 
 def clicks(hits: list[str], relevant: set[str], rng: random.Random) -> list[tuple[str, str]]:
     """(doc id, event type) of one simulated user's reaction to a list (the project's own user model)."""
-    body = {"hits": [{"doc_id": d} for d in hits]}
+    body = {"search_id": "bench", "hits": [{"doc_id": d} for d in hits]}
     return [(e["doc_id"], e["type"]) for e in _behave(body, relevant, DEMO_USER, rng, SimulationStats())]
 
 

@@ -26,8 +26,9 @@ from flywheel.models.loading import load_model
 from flywheel.models.query_adapter import QueryAdapter
 from flywheel.models.registry import ModelVersion, Registry
 from flywheel.serve.experiment import Experiment, merge, shadow_record
-from flywheel.serve.index import Index, content_hash, open_qdrant
+from flywheel.serve.index import Index, open_qdrant
 from flywheel.serve.recovery import settle_promoted_cycles
+from flywheel.serve.repair import match_backend, repair
 from flywheel.serve.store import Store
 from flywheel.types import Document, Event, Hit, Impression
 from flywheel.util.files import utcnow
@@ -204,30 +205,13 @@ class Service:
             if not self.index.exists(base.version):
                 self.index.create(base.version, encoder.dimension, backend=encoder.backend)
             else:
-                self._match_backend(base, encoder, progress)
-            self._repair(base.version, encoder, progress)
+                match_backend(self, base, encoder, progress)
+            repair(self, base.version, encoder, progress)
             if self.index.serving_version() != base.version:
                 log.info("pointing alias %r at %s", self.index.alias, self.index.collection(base.version))
                 self.index.point_alias(base.version)
             self._encoder = encoder
             self._adapter = adapter
-
-    def _match_backend(self, entry: ModelVersion, encoder: Encoder, progress: bool) -> None:
-        """Rebuild a collection whose vectors were made by a backend of another precision than the query
-        encoder's (e.g. torch fp32 vectors, onnx-int8 queries): the two are never mixed."""
-        made_by = self.index.vectors_backend(entry.version)
-        if compatible(made_by, encoder.backend):
-            return
-        bulk = self.bulk_encoder(entry, encoder)
-        log.warning(
-            "%s holds %s vectors but queries are encoded with %s: re-embedding its %d documents with %s",
-            self.index.collection(entry.version),
-            made_by or "torch",
-            encoder.backend,
-            self.store.count_documents(),
-            bulk.backend,
-        )
-        self.rebuild(entry.version, bulk, encoder.dimension, progress=progress)
 
     def rebuild(self, version: str, bulk: Encoder, dimension: int | None = None, progress: bool = False) -> None:
         """(Re)create a version's collection empty and embed every stored document into it with `bulk`.
@@ -240,32 +224,6 @@ class Service:
         self.index.create(version, size, replace=True, backend=bulk.backend)
         for batch in self.store.iter_documents(batch_size=2048):
             self.embed_into(version, bulk, batch, progress=progress)
-
-    def _repair(self, version: str, encoder: Encoder, progress: bool) -> None:
-        """Make a collection hold exactly the stored documents: embed missing and changed ones, drop the rest.
-
-        Ids and content hashes are compared, not counts: a crash between the Qdrant upsert and the DuckDB
-        commit of a replace leaves the same ids on both sides, but a point embedded from text DuckDB never
-        committed. DuckDB is the source of truth.
-        """
-        in_index = self.index.content_hashes(version)
-        stored: set[str] = set()
-        todo: list[Document] = []
-        for batch in self.store.iter_documents(batch_size=2048):
-            for doc in batch:
-                stored.add(doc.id)
-                if in_index.get(doc.id) != content_hash(doc.text, doc.metadata):
-                    todo.append(doc)
-        stale = sorted(set(in_index) - stored)
-        if not todo and not stale:
-            return
-        missing = sum(1 for d in todo if d.id not in in_index)
-        log.warning(
-            "repairing %s: %d missing, %d changed, %d stale points", version, missing, len(todo) - missing, len(stale)
-        )
-        self.index.delete(version, stale)
-        if todo:
-            self.embed_into(version, encoder, todo, progress=progress)
 
     def embed_into(self, version: str, encoder: Encoder, docs: list[Document], progress: bool = False) -> None:
         """Encode documents and upsert them into a version's collection, in chunks, with a progress bar."""
