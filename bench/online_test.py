@@ -3,8 +3,10 @@ with simulated users on the shipped SciFact world, for challengers truly better 
 
 The incumbent ranks every SciFact claim (traffic and check claims) against the 5,183 abstracts with the packaged
 MiniLM. A challenger adds `boost` to the cosine of each judged-relevant abstract, which lifts relevant results
-by a known, measured amount (its nDCG@10 gain over all claims against their judgements); boost 0 is the
-incumbent itself. Users are the demo's (`flywheel.lab.demo.DEMO_USER`: position-based examination 1/rank,
+by a known, measured amount (its nDCG@10 gain over all claims against their judgements). Two null rows: the
+incumbent against itself ("identical"), and two equally good but different rankers ("exchangeable": the
+cosine plus independent Gaussian noise of scale 0.01 on each side, so neither is better by symmetry while
+their lists differ). Users are the demo's (`flywheel.lab.demo.DEMO_USER`: position-based examination 1/rank,
 clicks on relevant results, some misclicks and abandonment), asking claims drawn uniformly.
 
 - Interleaving: each search shows the team-draft merge of both top 10s (`flywheel.scoring.interleaving`), the
@@ -18,7 +20,7 @@ Both stop at a decision or at --max-searches. Reported per challenger: the share
 challenger (power; for boost 0 the false-promotion rate), the median searches to a decision (runs undecided at
 the limit count as the limit, so a median at the limit means "more than that"), and the ratio A/B / interleaving.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/online_test.py [--runs 100] [--null-runs 200] [--max-searches 10000]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/online_test.py [--runs 50] [--null-runs 200] [--max-searches 5000]
 
 Prints a table, writes bench/results/online_test.json and bench/results/online_test.png.
 """
@@ -42,17 +44,21 @@ from flywheel.lab.demo import DEMO_USER  # noqa: E402
 from flywheel.lab.simulate import SimulationStats, _behave  # noqa: E402
 from flywheel.lab.worlds import load_world  # noqa: E402
 from flywheel.models.loading import load_model  # noqa: E402
-from flywheel.scoring.interleaving import credit, team_draft  # noqa: E402
+from flywheel.scoring.interleaving import credit, interleave  # noqa: E402
 from flywheel.scoring.sequential import mean_difference_test, win_share_test  # noqa: E402
 from flywheel.util.packaged import packaged_model_path  # noqa: E402
 
 K = 10
-BOOSTS = (0.0, 0.02, 0.05, 0.1)
+BOOSTS = (0.005, 0.01, 0.02, 0.05)
+NOISE = 0.01  # the exchangeable null's noise on the cosine
 AB_EVERY = 10  # the A/B test looks after every 10 searches (it is valid at any cadence; this saves time)
 
 
-def rankings(world: Any, vec: dict[str, np.ndarray], boost: float) -> dict[str, list[str]]:
-    """Query id -> top-K doc ids, cosine plus `boost` on each judged-relevant document."""
+def rankings(
+    world: Any, vec: dict[str, np.ndarray], boost: float, noise_seed: int | None = None
+) -> dict[str, list[str]]:
+    """Query id -> top-K doc ids, cosine plus `boost` on each judged-relevant document (plus Gaussian noise of
+    scale NOISE when `noise_seed` is given)."""
     queries = {**world.traffic_queries, **world.check_queries}
     relevant = {**world.traffic_relevant, **world.check_relevant}
     ids = [d.id for d in world.corpus]
@@ -60,6 +66,8 @@ def rankings(world: Any, vec: dict[str, np.ndarray], boost: float) -> dict[str, 
     docs = np.stack([vec[d.text] for d in world.corpus])
     qids = sorted(queries)
     scores = np.stack([vec[queries[q]] for q in qids]) @ docs.T
+    if noise_seed is not None:
+        scores += np.random.default_rng(noise_seed).normal(0, NOISE, scores.shape)
     for i, q in enumerate(qids):
         for d in relevant.get(q, ()):
             if d in row:
@@ -96,7 +104,7 @@ def interleaving_run(inc: dict, cha: dict, relevant: dict, qids: list[str], max_
     wins = losses = 0
     for n in range(1, max_n + 1):
         q = rng.choice(qids)
-        merged = team_draft(inc[q], cha[q], K, seed=f"{seed}:{n}")
+        merged = interleave(inc[q], cha[q], K, seed=f"{seed}:{n}")
         events = clicks([d for d, _ in merged], relevant[q], rng)
         outcome = credit(dict(merged), events)
         if outcome in ("win", "loss"):
@@ -157,7 +165,7 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
     """Median searches to a decision by true nDCG@10 gain, interleaving vs A/B (log scale)."""
     from matplotlib.figure import Figure
 
-    better = [r for r in rows if r["boost"] > 0]
+    better = [r for r in rows if r["kind"] == "better"]
     fig = Figure(figsize=(6.5, 3.2))
     ax = fig.subplots()
     gains = [r["ndcg_gain"] for r in better]
@@ -174,31 +182,33 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=100, help="experiments per better challenger")
+    parser.add_argument("--runs", type=int, default=50, help="experiments per better challenger")
     parser.add_argument("--null-runs", type=int, default=200, help="experiments with identical rankers")
-    parser.add_argument("--max-searches", type=int, default=10000)
+    parser.add_argument("--max-searches", type=int, default=5000)
     args = parser.parse_args()
 
     started = time.monotonic()
     world = load_world("scifact")
     vec = base_vectors(world, load_model(packaged_model_path(), "cpu"))
     relevant = {**world.traffic_relevant, **world.check_relevant}
-    incumbent = rankings(world, vec, 0.0)
-    qids = sorted(incumbent)
-    base_ndcg, base_mrr = mean_ndcg(incumbent, relevant), true_mrr(incumbent, relevant, qids)
+    base = rankings(world, vec, 0.0)
+    qids = sorted(base)
+    base_ndcg = mean_ndcg(base, relevant)
+    noisy = (rankings(world, vec, 0.0, noise_seed=1), rankings(world, vec, 0.0, noise_seed=2))
+    cases = [("identical", 0.0, base, base), ("exchangeable", 0.0, *noisy)]
+    cases += [("better", boost, base, rankings(world, vec, boost)) for boost in BOOSTS]
+    # The null rows' A/B prior: the MRR gain of the smallest real effect (what one would hope to detect).
+    smallest_mrr_gain = true_mrr(cases[2][3], relevant, qids) - true_mrr(base, relevant, qids)
     rows = []
-    smallest = None
-    for boost in sorted(BOOSTS, reverse=True):  # the biggest effect first: its MRR gain sets the null's prior
-        challenger = incumbent if boost == 0 else rankings(world, vec, boost)
-        gain = mean_ndcg(challenger, relevant) - base_ndcg
-        mrr_gain = true_mrr(challenger, relevant, qids) - base_mrr if boost else 0.0
-        if boost:
-            smallest = mrr_gain
-        tau = max(abs(mrr_gain), 1e-3) if boost else abs(smallest or 0.01)
-        runs = args.runs if boost else args.null_runs
+    for kind, boost, incumbent, challenger in cases:
+        gain = mean_ndcg(challenger, relevant) - mean_ndcg(incumbent, relevant)
+        mrr_gain = true_mrr(challenger, relevant, qids) - true_mrr(incumbent, relevant, qids)
+        tau = max(abs(mrr_gain), 1e-3) if kind == "better" else abs(smallest_mrr_gain)
+        runs = args.runs if kind == "better" else args.null_runs
         inter = [interleaving_run(incumbent, challenger, relevant, qids, args.max_searches, s) for s in range(runs)]
         ab = [ab_run(incumbent, challenger, relevant, qids, args.max_searches, s, tau) for s in range(runs)]
         row = {
+            "kind": kind,
             "boost": boost,
             "ndcg_gain": round(gain, 4),
             "mrr_gain": round(mrr_gain, 4),
@@ -207,19 +217,20 @@ def main() -> None:
         }
         row["ratio"] = round(row["ab"]["median_searches"] / row["interleaving"]["median_searches"], 1)
         rows.append(row)
-        print(f"boost {boost}: done in {time.monotonic() - started:.0f} s", file=sys.stderr)
-    rows.sort(key=lambda r: r["boost"])
+        print(f"{kind} {boost}: done in {time.monotonic() - started:.0f} s", file=sys.stderr)
 
     print(f"SciFact, {len(qids)} claims, base nDCG@10 {base_ndcg:.3f}, users {DEMO_USER}")
     print(
-        "| true nDCG@10 gain | MRR-of-clicks gain | interleaving: decides for challenger | median searches "
-        "| A/B: decides for challenger | median searches | A/B / interleaving |"
+        "| challenger | true nDCG@10 gain | MRR-of-clicks gain | interleaving: decides for challenger "
+        "| median searches | A/B: decides for challenger | median searches | A/B / interleaving |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         i, a = r["interleaving"], r["ab"]
+        name = r["kind"] if r["kind"] != "better" else f"boost {r['boost']}"
         print(
-            f"| {r['ndcg_gain']:+.3f} | {r['mrr_gain']:+.4f} | {i['challenger']:.0%} (wrong way {i['incumbent']:.0%}) "
+            f"| {name} | {r['ndcg_gain']:+.3f} | {r['mrr_gain']:+.4f} "
+            f"| {i['challenger']:.0%} (wrong way {i['incumbent']:.0%}) "
             f"| {i['median_searches']:,.0f} | {a['challenger']:.0%} (wrong way {a['incumbent']:.0%}) "
             f"| {a['median_searches']:,.0f} | {r['ratio']}x |"
         )

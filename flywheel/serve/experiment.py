@@ -14,7 +14,7 @@ from datetime import datetime
 
 from flywheel.models.encoder import Encoder
 from flywheel.models.query_adapter import QueryAdapter
-from flywheel.scoring.interleaving import CHALLENGER, INCUMBENT, bucket, overlap, team_draft
+from flywheel.scoring.interleaving import CHALLENGER, INCUMBENT, SHARED, bucket, interleave, overlap
 from flywheel.types import Hit, Impression
 from flywheel.util.files import utcnow
 
@@ -75,13 +75,14 @@ class Experiment:
 
 
 def merge(search_id: str, incumbent: list[Hit], challenger: list[Hit], k: int) -> tuple[list[Hit], list[Impression]]:
-    """The interleaved list of one search: team draft of both rankers' hits, each document once.
+    """The interleaved list of one search: team draft of both rankers' hits, each document once, the results
+    both rank alike from the top marked as both teams' (see `flywheel.scoring.interleaving.interleave`).
 
     Returns:
         (the hits to show, best first; their impressions with true ranks and teams).
     """
     by_id = {h.doc_id: h for h in challenger} | {h.doc_id: h for h in incumbent}  # the incumbent's score on a tie
-    picked = team_draft([h.doc_id for h in incumbent], [h.doc_id for h in challenger], k, seed=search_id)
+    picked = interleave([h.doc_id for h in incumbent], [h.doc_id for h in challenger], k, seed=search_id)
     hits = [by_id[doc_id] for doc_id, _ in picked]
     impressions = [
         Impression(rank, doc_id, by_id[doc_id].score, team) for rank, (doc_id, team) in enumerate(picked, start=1)
@@ -95,4 +96,4 @@ def shadow_record(shown: list[Hit], challenger: list[Hit], k: int) -> tuple[list
     return ids, overlap([h.doc_id for h in shown], ids, k)
 
 
-__all__ = ["ARMS", "CHALLENGER", "INCUMBENT", "MODES", "Experiment", "merge", "shadow_record"]
+__all__ = ["ARMS", "CHALLENGER", "INCUMBENT", "MODES", "SHARED", "Experiment", "merge", "shadow_record"]

@@ -7,7 +7,17 @@ import random
 
 import pytest
 
-from flywheel.scoring.interleaving import CHALLENGER, INCUMBENT, bucket, credit, overlap, team_draft
+from flywheel.scoring.interleaving import (
+    CHALLENGER,
+    INCUMBENT,
+    SHARED,
+    bucket,
+    common_prefix,
+    credit,
+    interleave,
+    overlap,
+    team_draft,
+)
 
 
 def test_merged_list_takes_each_result_once_in_each_rankers_order() -> None:
@@ -50,6 +60,36 @@ def test_identical_rankers_win_half_the_lists_a_position_biased_user_clicks() ->
     decisive = wins + losses
     assert decisive > 2000
     assert abs(wins / decisive - 0.5) <= 4 * math.sqrt(0.25 / decisive)
+
+
+def test_what_both_rankings_agree_on_from_the_top_belongs_to_both_teams() -> None:
+    assert common_prefix("abcx", "abdy") == 2 and common_prefix("ab", "ba") == 0 and common_prefix("ab", "abc") == 2
+    for seed in map(str, range(20)):
+        merged = interleave("abcdef", "abxyzw", 6, seed)
+        assert [doc for doc, _ in merged] == [doc for doc, _ in team_draft("abcdef", "abxyzw", 6, seed)]
+        assert [team for _, team in merged[:2]] == [SHARED, SHARED]
+        assert {team for _, team in merged[2:]} <= {INCUMBENT, CHALLENGER}
+    # Identical rankers: every result is shared, so no click can ever favour either.
+    merged = interleave("abcde", "abcde", 5, "s")
+    assert {team for _, team in merged} == {SHARED} and credit(dict(merged), [("a", "click")]) is None
+
+
+def test_equally_good_but_different_rankers_win_half_the_decided_lists() -> None:
+    """Two rankers of the same quality in distribution (each puts the wanted result at a uniformly random rank
+    of its top 10, independently); same 4-sigma bound as above."""
+    rng = random.Random(11)
+    wins = losses = 0
+    for n in range(6000):
+        docs = [f"d{i}" for i in range(12)]
+        a, b = rng.sample(docs, 10), rng.sample(docs, 10)
+        wanted = {rng.choice(a), rng.choice(b)}  # one wanted result in each list
+        merged = interleave(a, b, 10, f"s{n}")
+        clicks = [(d, "click") for r, (d, _) in enumerate(merged, 1) if d in wanted and rng.random() < 1 / r]
+        outcome = credit(dict(merged), clicks)
+        wins += outcome == "win"
+        losses += outcome == "loss"
+    decisive = wins + losses
+    assert decisive > 1000 and abs(wins / decisive - 0.5) <= 4 * math.sqrt(0.25 / decisive)
 
 
 def test_a_challenger_that_ranks_the_wanted_result_higher_wins() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.scoring.interleaving import CHALLENGER, INCUMBENT
+from flywheel.scoring.interleaving import CHALLENGER, INCUMBENT, SHARED, common_prefix
 from flywheel.serve.experiment import Experiment, merge
 from flywheel.serve.service import Service
 from flywheel.types import Document
@@ -48,9 +48,10 @@ def test_an_interleaved_search_shows_both_rankers_and_logs_each_hits_team(two_ve
     assert len(shown) == 5 == len(set(shown)) and set(shown) <= set(incumbent) | set(challenger)
     logged = _impressions(service, result.search_id)
     assert [r for r, _, _ in logged] == [1, 2, 3, 4, 5] and [d for _, d, _ in logged] == shown
-    for _, doc_id, team in logged:
-        assert team in (INCUMBENT, CHALLENGER)
-        assert doc_id in (incumbent if team == INCUMBENT else challenger)
+    prefix = common_prefix(incumbent, challenger)
+    for rank, doc_id, team in logged:
+        assert team == (SHARED if rank <= prefix else team) and team in (INCUMBENT, CHALLENGER, SHARED)
+        assert doc_id in {INCUMBENT: incumbent, CHALLENGER: challenger, SHARED: incumbent[:prefix]}[team]
     # The list is the team draft of the two rankings seeded by the search id: reproducible from the log.
     hits_1 = service.index.search(v1.encode([QUERY])[0], 5)
     hits_2 = service.index.search(v2.encode([QUERY])[0], 5, collection=service.index.collection("v2"))
