@@ -244,12 +244,12 @@ class CycleRunner:
         """
         if decision not in ("promote", "reject"):
             raise InvalidInput(f"unknown decision {decision!r}: use 'promote' or 'reject'")
-        record = self.get(cycle_id)
+        state = self.get(cycle_id)["state"]
         experiment = self.service.experiment
         if experiment is None or experiment.id != cycle_id:
-            raise Conflict(f"cycle {cycle_id} is {record['state']}, not in an online test")
+            raise Conflict(f"cycle {cycle_id} is {state}, not in an online test")
         experiment.request_stop(decision)
-        return record
+        return self.describe(cycle_id)
 
     def online_state(self, cycle_id: str) -> dict[str, Any] | None:
         """The live counts of a cycle's online test while it runs, else None."""
@@ -257,6 +257,19 @@ class CycleRunner:
         if experiment is None or experiment.id != cycle_id:
             return None
         return online_summary(self.store, experiment, self.service.settings)
+
+    def describe(self, cycle_id: str) -> dict[str, Any]:
+        """A cycle's record for the API: while it tests its candidate online, with the test's live state
+        (`online`) and the candidate it tests.
+
+        Raises:
+            NotFound: unknown cycle id.
+        """
+        record = self.get(cycle_id)
+        online = self.online_state(cycle_id)
+        if online is not None:
+            record["candidate"] = record["candidate"] or online["challenger"]
+        return {**record, "online": online}
 
     # --- the schedule -----------------------------------------------------------------------------------
 

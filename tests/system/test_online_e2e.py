@@ -95,3 +95,53 @@ def test_stop_answers_409_when_no_test_runs_and_404_for_unknown_cycles(api: Test
     assert api.post("/cycles/nope/stop", json={"decision": "promote"}).status_code == 404
     response = api.post("/cycles/nope/stop", json={"decision": "maybe"})
     assert response.status_code == 422
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_candidate_under_test_sees_every_write_and_an_operator_can_reject_it(
+    tmp_path: Path, tiny_model_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        base_model=str(tiny_model_path),
+        train_learning_rate=2e-3,
+        train_epochs=4,
+        train_batch_size=16,
+        min_heldout_pairs=10,
+        heldout_percent=25,
+        cycle_mode="full",
+        gate_metric="pair_error",  # the tiny model's fine-tune is judged by the seed's measure (tests/cycle/test_full)
+        online_test="interleave",
+        interleave_fraction=1.0,
+        interleave_check_seconds=0.2,
+    )
+    with TestClient(create_app(settings)) as api:
+        api.post("/documents", json={"documents": world_documents()})
+        assert simulate_users(api) > 100
+        cycle_id = api.post("/cycles").json()["cycle_id"]
+        record = wait_for_state(api, cycle_id, {"queued", "running"})
+        assert record["state"] == "testing", api.get(f"/reports/{cycle_id}").text
+        service = api.app.state.service
+        candidate = record["candidate"]
+        assert service.index.exists(candidate) and service.experiment.encoder.version == candidate
+
+        # Writes during the test reach both collections, so either ranker can show any live document.
+        doc = {"id": "late", "text": "a late page about guitar strings", "metadata": {}}
+        assert api.post("/documents", json={"documents": [doc]}).status_code == 200
+        assert api.delete(f"/documents/{world_documents()[0]['id']}").status_code == 204
+        for version in ("v1", candidate):
+            ids = {i for batch, _ in service.index.scroll_vectors(version) for i in batch}
+            assert "late" in ids and world_documents()[0]["id"] not in ids
+        body = api.post("/search", json={"query": "guitar strings", "k": 5}).json()
+        assert body["experiment"]["arm"] == "interleaved" and body["experiment"]["challenger"] == candidate
+        assert api.post("/models/rollback", json={}).status_code == 409  # the test is part of its cycle
+
+        stopped = api.post(f"/cycles/{cycle_id}/stop", json={"decision": "reject"})
+        assert stopped.status_code == 202 and stopped.json()["state"] == "testing"
+        record = wait_for_state(api, cycle_id, {"testing"}, timeout=60)
+        report = api.get(f"/reports/{cycle_id}").json()
+        assert record["state"] == "rejected" and report["online"]["reason"].endswith("reject")
+        assert not service.index.exists(candidate) and service.experiment is None
+        assert api.post(f"/cycles/{cycle_id}/stop", json={"decision": "promote"}).status_code == 409
+        after = api.post("/search", json={"query": "guitar strings"}).json()
+        assert after["model_version"] == "v1" and "experiment" not in after

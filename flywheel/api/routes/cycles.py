@@ -25,7 +25,7 @@ def get_cycles(runner: RunnerDep) -> list[CycleOut]:
 @router.get("/cycles/{cycle_id}", response_model=CycleOut, dependencies=[AdminKey], tags=["cycles"])
 def get_cycle(cycle_id: str, runner: RunnerDep) -> CycleOut:
     """A cycle's state and stage; while its candidate is tested online ("testing"), the test's live counts."""
-    return CycleOut(**runner.get(cycle_id), online=runner.online_state(cycle_id))
+    return CycleOut(**runner.describe(cycle_id))
 
 
 @router.post(
@@ -33,5 +33,4 @@ def get_cycle(cycle_id: str, runner: RunnerDep) -> CycleOut:
 )
 def stop_cycle_test(cycle_id: str, body: StopIn, runner: RunnerDep) -> CycleOut:
     """End a cycle's online test now: promote its candidate or keep the incumbent; 409 if it is not testing."""
-    record = runner.stop_test(cycle_id, body.decision)
-    return CycleOut(**record, online=runner.online_state(cycle_id))
+    return CycleOut(**runner.stop_test(cycle_id, body.decision))
