@@ -7,6 +7,7 @@ and what it forwards is stored by the real API, so a test can count what arrived
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import defaultdict
@@ -18,9 +19,13 @@ from pathlib import Path
 import httpx
 
 from flywheel.api.app import create_app
+from flywheel.client import Client
 from flywheel.config import Settings
+from flywheel.serve.ledger import labelled_rows
+from flywheel.serve.store import Store
+from flywheel.util.files import utcnow
 from tests.helpers.factories import make_documents
-from tests.helpers.server import free_port, serve_in_thread
+from tests.helpers.server import ServerProcess, free_port, serve_in_thread
 
 
 @contextmanager
@@ -106,6 +111,28 @@ class FlakyProxy:
         self.server.shutdown()
         self.server.server_close()
         self.upstream.close()
+
+
+def start_flywheel(data_dir: Path, model: Path, documents: list[dict] | None = None) -> ServerProcess:
+    """`flywheel serve` as a child process with the tiny model, loaded with `documents` (default: the small
+    corpus); stop it with `.stop()`."""
+    env = {**os.environ, "FLYWHEEL_BASE_MODEL": str(model), "HF_HUB_OFFLINE": "1"}
+    server = ServerProcess(data_dir, env)
+    with Client(server.url) as client:
+        docs = documents or make_documents()
+        for start in range(0, len(docs), 256):
+            client.upsert_documents(docs[start : start + 256])
+    return server
+
+
+def labelled(data_dir: Path) -> list[tuple]:
+    """The rows a cycle mines, read from a data dir no server holds: (search_id, query, doc_id, positive,
+    negative, search time, rank) per shown document with a signal."""
+    store = Store(data_dir / "flywheel.duckdb")
+    try:
+        return labelled_rows(store, utcnow(), None)
+    finally:
+        store.close()
 
 
 def wait_until(predicate, timeout: float = 10.0, step: float = 0.05) -> bool:
