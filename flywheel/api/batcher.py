@@ -116,9 +116,13 @@ class BatchQueue:
         self.stats.pending = self.queued - self.done
 
 
-def _close_at_exit(ref: weakref.ref[FeedbackBatcher]) -> None:
-    batcher = ref()
-    if batcher is not None:
+# Batchers with a running thread: one exit hook flushes them all (a daemon thread dies with the interpreter).
+_RUNNING: weakref.WeakSet[FeedbackBatcher] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for batcher in list(_RUNNING):
         batcher.close()
 
 
@@ -156,7 +160,7 @@ class FeedbackBatcher:
             if accepted and self.thread is None:
                 self.thread = threading.Thread(target=self.run, name="flywheel-feedback", daemon=True)
                 self.thread.start()
-                atexit.register(_close_at_exit, weakref.ref(self))
+                _RUNNING.add(self)
             self.cond.notify_all()
         return accepted
 
@@ -181,6 +185,7 @@ class FeedbackBatcher:
         with self.cond:
             self.closed = True
             self.cond.notify_all()
+        _RUNNING.discard(self)
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(timeout)
 

@@ -3,6 +3,8 @@ on close, a bad event costs only itself, and a dead server is counted, never rai
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,3 +118,18 @@ def test_a_retry_inside_the_batcher_rides_over_a_blip(url: str, proxy: FlakyProx
         client.feedback.send(events)
     assert proxy.calls("/feedback") == ["drop", "lost", "pass"]
     assert stored(url) == before + 2 and client.feedback.stats.sent == 2
+
+
+def test_a_normal_exit_posts_what_is_queued(url: str) -> None:
+    """The documented promise: an interpreter that exits without close() still sends its queue."""
+    with Client(url) as client:
+        event = shown_events(client, "healthy ways to lose weight", k=1)[0]
+    before = stored(url)
+    script = (
+        "import sys; from flywheel.client import Client\n"
+        f"client = Client({url!r}, feedback_interval=3600)\n"
+        f"client.feedback.send({event!r})\n"
+        "sys.exit(0)  # no close(), no flush()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert stored(url) == before + 1
