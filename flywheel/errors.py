@@ -47,3 +47,7 @@ class ModelLoadError(ConfigError, InvalidInput):
 
 class Cancelled(FlywheelError):
     """A cycle was stopped between stages (the server is shutting down)."""
+
+
+class ServerUnavailable(FlywheelError):
+    """The flywheel server could not be reached, or kept answering 5xx, through all of a client's retries."""
