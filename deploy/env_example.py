@@ -37,6 +37,8 @@ def _default(name: str, field: Any) -> str:
         return ""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, dict):  # the "key:value,key:value" form the environment takes
+        return ",".join(f"{k}:{v}" for k, v in value.items())
     if isinstance(value, list):
         return ",".join(value)
     return str(value)

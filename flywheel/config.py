@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -15,6 +17,47 @@ from flywheel.util.packaged import packaged_model_path
 
 CommaList = Annotated[list[str], NoDecode]
 Backend = Literal["torch", "onnx", "onnx-int8"]
+
+FEEDBACK_TYPES = ("click", "skip", "thumbs_up", "thumbs_down")
+"""The feedback event types flywheel stores and mines."""
+# Qdrant payload index types an equality or any-of filter can use.
+PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime", "uuid")
+# A metadata key as filters and payload indexes name it: up to four dotted parts for nested metadata.
+METADATA_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}")
+# What UBI's common action names mean as feedback; impressions and views are not feedback (flywheel logged
+# what it showed itself), so they are absent and ignored.
+UBI_ACTIONS = {
+    "click": "click",
+    "watch": "click",
+    "add_to_cart": "thumbs_up",
+    "purchase": "thumbs_up",
+    "skip": "skip",
+    "thumbs_up": "thumbs_up",
+    "thumbs_down": "thumbs_down",
+}
+
+
+def parse_mapping(value: Any) -> Any:
+    """A mapping setting from its text form: a JSON object, or "key:value,key:value"; other values pass through.
+
+    Raises:
+        ValueError: an entry has no ":" (the message names it).
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON object: {exc}") from None
+    out = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, item = entry.partition(":")
+        if not sep or not key.strip() or not item.strip():
+            raise ValueError(f"entry {entry!r}: write key:value")
+        out[key.strip()] = item.strip()
+    return out
 
 
 class Settings(BaseSettings):
@@ -224,6 +267,20 @@ class Settings(BaseSettings):
     # Scheduling (inside `flywheel serve`).
     cycle_interval_minutes: float | None = Field(None, gt=0, description="run a cycle every N minutes")
     cycle_cron: str | None = Field(None, description="or a crontab expression, e.g. '0 3 * * *'")
+    # Filtering and OpenSearch UBI ingest: payload indexes for filtered keys, what UBI action names mean.
+    payload_indexes: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="metadata keys searches filter on -> Qdrant index type (keyword, integer, float, bool, "
+        "datetime, uuid), as 'tenant:keyword,lang:keyword' or a JSON object; dotted keys for nested metadata; "
+        "created on every collection at start and on each new one, so a swap keeps them (a Qdrant server uses "
+        "them; local mode has no payload indexes)",
+    )
+    ubi_actions: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: dict(UBI_ACTIONS),
+        description="POST /ubi/events: UBI action_name -> feedback type (click, skip, thumbs_up, thumbs_down), "
+        "as 'name:type,...' or a JSON object; events with other action names are ignored and counted",
+    )
+
     min_new_pairs: int = Field(100, ge=0, description="skip a scheduled cycle until this many new pairs arrived")
 
     @field_validator("admin_keys", "search_keys", mode="before")
@@ -232,6 +289,32 @@ class Settings(BaseSettings):
         """Accept "k1,k2" from the environment so keys can be rotated by listing old and new."""
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("payload_indexes", "ubi_actions", mode="before")
+    @classmethod
+    def _parse_mapping(cls, value: Any) -> Any:
+        """Accept "key:value,key:value" or a JSON object from the environment."""
+        return parse_mapping(value)
+
+    @field_validator("payload_indexes", mode="after")
+    @classmethod
+    def _valid_indexes(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, schema in value.items():
+            if not METADATA_KEY.fullmatch(key):
+                raise ValueError(f"entry {key!r}: use letters, digits, _ and -, dotted for nested metadata")
+            if schema not in PAYLOAD_INDEX_TYPES:
+                raise ValueError(f"entry {key!r}: index type {schema!r} is not one of {', '.join(PAYLOAD_INDEX_TYPES)}")
+        return value
+
+    @field_validator("ubi_actions", mode="after")
+    @classmethod
+    def _valid_actions(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, kind in value.items():
+            if not name or len(name) > 100:
+                raise ValueError(f"entry {name!r}: an action name has 1 to 100 characters")
+            if kind not in FEEDBACK_TYPES:
+                raise ValueError(f"entry {name!r}: {kind!r} is not a feedback type ({', '.join(FEEDBACK_TYPES)})")
         return value
 
     @field_validator("base_model", mode="after")

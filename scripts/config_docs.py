@@ -40,6 +40,8 @@ def _default(name: str, field: Any) -> str:
         return "unset"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, dict):  # the "key:value,key:value" form the environment takes
+        return ",".join(f"{k}:{v}" for k, v in value.items()) or "empty"
     if isinstance(value, list):
         return ",".join(map(str, value)) or "empty"
     if hasattr(value, "get_secret_value"):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from flywheel.config import METADATA_KEY
 
 
 def _plain(value: str) -> str:
@@ -101,7 +102,6 @@ class UpsertOut(BaseModel):
 
 
 FilterScalar = Annotated[str, AfterValidator(_plain)] | StrictInt | bool
-_FILTER_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}")
 
 
 class SearchIn(_Strict):
@@ -123,7 +123,7 @@ class SearchIn(_Strict):
         cls, value: dict[str, FilterScalar | list[FilterScalar]] | None
     ) -> dict[str, FilterScalar | list[FilterScalar]] | None:
         for key, allowed in (value or {}).items():
-            if not _FILTER_KEY.fullmatch(key):
+            if not METADATA_KEY.fullmatch(key):
                 raise ValueError(f"filter key {key!r}: use letters, digits, _ and -, dotted for nested metadata")
             if isinstance(allowed, list) and not 1 <= len(allowed) <= 100:
                 raise ValueError(f"filter {key!r}: a list needs 1 to 100 values")

@@ -19,7 +19,7 @@ import numpy as np
 
 from flywheel.config import Settings
 from flywheel.cycle.debias import click_weights
-from flywheel.cycle.evaluation import Scorer, heldout_queries, next_traffic_view, unseen_view
+from flywheel.cycle.evaluation import Scorer, filter_restrictions, heldout_queries, next_traffic_view, unseen_view
 from flywheel.cycle.gate import gate_checks, golden_check
 from flywheel.cycle.mining import Pair, write_snapshot
 from flywheel.cycle.online import run_online_test
@@ -273,11 +273,12 @@ def run_adapter_cycle(service: Service, cycle_id: str, on_stage: Callable[[str],
         ]
         report.metrics.pair_error = _pair_error(heldout, scores, settings.seed)
         score = _scorer(cache, {"incumbent": inc_side, "candidate": cand_side})
+        groups, searches = filter_restrictions(mined, lambda f: service.index.matching_ids(encoder.version, f))
         views = {
-            "unseen": unseen_view(score, heldout_rows, train_rows, settings.seed, mined.shown)
+            "unseen": unseen_view(score, heldout_rows, train_rows, settings.seed, mined.shown, groups)
             if cache.doc_ids
             else None,
-            "next_traffic": next_traffic_view(score, mined.next_traffic, train_rows, settings.seed),
+            "next_traffic": next_traffic_view(score, mined.next_traffic, train_rows, settings.seed, searches),
         }
         report.metrics.retrieval, report.metrics.next_traffic = views["unseen"], views["next_traffic"]
         checks = gate_checks(report.metrics.pair_error, len(heldout), views, settings)

@@ -2,16 +2,20 @@
 
 Retrieval is judged in two views, each a paired comparison with a bootstrap CI and the minimal detectable
 effect at its size: *unseen queries* (query groups held out by hash, never trained on) and *next traffic*
-(the latest searches, held out by time as they came, repeats included).
+(the latest searches, held out by time as they came, repeats included). A search that applied a metadata
+filter is ranked only among the documents that filter allows, so a model is judged on the lists users could
+have seen, never credited or blamed for documents the filter kept from them.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from flywheel.cycle.mining import MinedPairs
 from flywheel.models.encoder import Encoder
 from flywheel.models.query_adapter import AdaptedQueries, QueryAdapter, normalise
 from flywheel.scoring.pair_error import compare_scored, cosine_scores, paired_bootstrap
@@ -56,7 +60,35 @@ def retrieval_block(inc: dict[str, np.ndarray], cand: dict[str, np.ndarray], see
 
 Scorer = Callable[..., dict[str, np.ndarray]]
 """(side "incumbent" | "candidate", key -> query text, key -> relevant ids, key -> candidate ids or None)
--> per-query metrics (with candidates: each query ranks only those, see `retrieval_scores`)."""
+-> per-query metrics (with candidates: each query ranks only those, a None entry the whole corpus, see
+`retrieval_scores`)."""
+
+
+def filter_restrictions(
+    mined: MinedPairs, matching: Callable[[dict[str, Any]], set[str]]
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """The documents each held-out key may be ranked among, from the filters its searches applied.
+
+    Args:
+        mined: the mined pairs (their groups' filters and the next-traffic searches with theirs).
+        matching: a filter -> the ids of the documents it allows (the index answers, as for a search).
+
+    Returns:
+        (query group -> allowed ids, for the unseen view: the union over the group's searches; next-traffic
+        search id -> allowed ids); a key that is absent is not restricted. One lookup per distinct filter.
+    """
+    found: dict[str, set[str]] = {}
+
+    def allowed(metadata_filter: dict[str, Any]) -> set[str]:
+        key = json.dumps(metadata_filter, sort_keys=True)
+        if key not in found:
+            found[key] = matching(metadata_filter)
+        return found[key]
+
+    groups = {group: set().union(*(allowed(f) for f in filters)) for group, filters in mined.filters.items()}
+    searches = {s.search_id: allowed(s.filter) for s in mined.next_traffic if s.filter}
+    return groups, searches
+
 
 # Two-sided 5% test at 80% power: an effect smaller than (1.96 + 0.84) standard errors is likely missed.
 _MDE_Z = 1.959964 + 0.841621
@@ -106,10 +138,12 @@ def unseen_view(
     train_rows: list[Any],
     seed: int,
     shown: dict[str, set[str]] | None = None,
+    allowed: dict[str, set[str]] | None = None,
 ) -> dict[str, Any] | None:
     """Held-out query groups (never trained on), their clicked documents as relevant; split into queries whose
     clicked documents were also clicked in training (a learned prior over documents) and those whose were not.
-    `shown` (group -> every document its searches showed) is each group's judged set for the judged ranking."""
+    `shown` (group -> every document its searches showed) is each group's judged set for the judged ranking;
+    `allowed` (group -> what its searches' filters allowed) restricts both rankings."""
     queries, relevant = heldout_queries(heldout_rows)
     if not queries:
         return None
@@ -120,7 +154,7 @@ def unseen_view(
     for p in heldout_rows:
         if p.group in judged and p.doc_id not in judged[p.group]:
             judged[p.group].append(p.doc_id)
-    return _both_rankings(score, queries, relevant, judged, seed, parts)
+    return _both_rankings(score, queries, relevant, judged, seed, parts, allowed)
 
 
 def _both_rankings(
@@ -130,20 +164,34 @@ def _both_rankings(
     judged: dict[str, list[str]],
     seed: int,
     parts: dict[str, set[str]],
+    allowed: dict[str, set[str]] | None = None,
 ) -> dict[str, Any]:
     """A view over the whole corpus, with the same view over each query's judged documents only under "judged":
     every result its searches showed. Under the incumbent, users clicked near the top because they read the top
     (position bias), so this ranking leans towards the incumbent: a conservative judge. Skips alone would lean
-    the other way (the incumbent put every skip-above negative above a click, so any reshuffle looks better)."""
-    out = view_block(score("incumbent", queries, relevant), score("candidate", queries, relevant), seed, parts)
+    the other way (the incumbent put every skip-above negative above a click, so any reshuffle looks better).
+
+    With `allowed` (key -> the documents its filters allowed), a filtered key ranks only those, in both rankings.
+    """
+    allowed = {q: allowed[q] for q in queries if q in allowed} if allowed else {}
+    corpus = {q: sorted(allowed[q]) if q in allowed else None for q in queries} if allowed else None
+    judged = {q: [d for d in docs if q not in allowed or d in allowed[q]] for q, docs in judged.items()}
+    out = view_block(
+        score("incumbent", queries, relevant, corpus), score("candidate", queries, relevant, corpus), seed, parts
+    )
+    if allowed:
+        out["filtered_queries"] = len(allowed)
     inc, cand = (score(side, queries, relevant, judged) for side in ("incumbent", "candidate"))
     out["judged"] = view_block(inc, cand, seed, parts)
     return out
 
 
-def next_traffic_view(score: Scorer, searches: list[Any], train_rows: list[Any], seed: int) -> dict[str, Any] | None:
+def next_traffic_view(
+    score: Scorer, searches: list[Any], train_rows: list[Any], seed: int, allowed: dict[str, set[str]] | None = None
+) -> dict[str, Any] | None:
     """The latest searches as they came (repeats included, so traffic-weighted), their clicks as relevant; split
-    into searches repeating a trained query group and new ones."""
+    into searches repeating a trained query group and new ones. `allowed` (search id -> what its filter allowed)
+    restricts both rankings of a filtered search."""
     if not searches:
         return None
     queries = {s.search_id: s.query for s in searches}
@@ -152,6 +200,6 @@ def next_traffic_view(score: Scorer, searches: list[Any], train_rows: list[Any],
     repeats = {s.search_id for s in searches if s.group in trained}
     parts = {"repeated_queries": repeats, "new_queries": set(queries) - repeats}
     judged = {s.search_id: list(s.ranks) for s in searches}
-    out = _both_rankings(score, queries, relevant, judged, seed, parts)
+    out = _both_rankings(score, queries, relevant, judged, seed, parts, allowed)
     out["distinct_queries"] = len({s.group for s in searches})
     return out

@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 
 from flywheel.config import Settings
-from flywheel.cycle.evaluation import adapted_pair_error, heldout_queries, next_traffic_view, unseen_view
+from flywheel.cycle.evaluation import (
+    adapted_pair_error,
+    filter_restrictions,
+    heldout_queries,
+    next_traffic_view,
+    unseen_view,
+)
 from flywheel.cycle.gate import error_checks, gate_checks, golden_check, pair_error_guard
 from flywheel.cycle.mining import MinedPairs, Pair, add_mined_negatives, corpus_texts, write_snapshot
 from flywheel.cycle.online import run_online_test
@@ -273,9 +279,11 @@ def _retrieval(
         return retrieval_scores(sides[side].model, queries, corpus, relevant, K, matrices[side], judged)
 
     seed = service.settings.seed
+    # Filters are judged on the incumbent's collection: both collections hold the same documents and metadata.
+    groups, searches = filter_restrictions(mined, lambda f: service.index.matching_ids(incumbent.version, f))
     views = {
-        "unseen": unseen_view(score, heldout_rows, train_rows, seed, mined.shown),
-        "next_traffic": next_traffic_view(score, mined.next_traffic, train_rows, seed),
+        "unseen": unseen_view(score, heldout_rows, train_rows, seed, mined.shown, groups),
+        "next_traffic": next_traffic_view(score, mined.next_traffic, train_rows, seed, searches),
     }
     queries, relevant = heldout_queries(heldout_rows)
     return views, _changed_examples(service, incumbent, challenger, queries, relevant)

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flywheel.serve.ledger import count_events, labelled_rows, shown_results
+from flywheel.serve.ledger import count_events, labelled_rows, search_filters, shown_results
 from flywheel.serve.store import Store
 from flywheel.util.files import utcnow
 
@@ -69,6 +69,7 @@ class LoggedSearch:
     query: str
     clicked: frozenset[str]
     ranks: dict[str, int] = field(default_factory=dict, hash=False, compare=False)  # doc id -> shown rank
+    filter: dict[str, Any] | None = field(default=None, hash=False, compare=False)  # the search's metadata filter
 
 
 @dataclass
@@ -82,6 +83,9 @@ class MinedPairs:
     next_traffic: list[LoggedSearch] = field(default_factory=list)
     next_traffic_start: datetime | None = None
     shown: dict[str, set[str]] = field(default_factory=dict)  # group -> every document its searches showed
+    # group -> the distinct metadata filters of its searches, for groups whose every search was filtered (one
+    # unfiltered search could see the whole corpus, so such a group is not restricted)
+    filters: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def to_table(self) -> pa.Table:
         """The pairs as an Arrow table (the Parquet snapshot's content)."""
@@ -177,7 +181,8 @@ def mine_pairs(
         "groups_merged": len(merged),
     }
     shown_rows = shown_results(store, end, None, start)
-    next_traffic = _logged_searches(latest, shown_rows, texts, merged)
+    filters = search_filters(store, start)
+    next_traffic = _logged_searches(latest, shown_rows, texts, merged, filters)
     counts["next_traffic_searches"] = len(next_traffic)
     latest_ids = {s.search_id for s in next_traffic}
     shown: dict[str, set[str]] = defaultdict(set)
@@ -185,7 +190,25 @@ def mine_pairs(
         if search_id not in latest_ids:
             key = normalise_query(query)
             shown[merged.get(key, key)].add(doc_id)
-    return MinedPairs(pairs, start, end, counts, next_traffic, cut, dict(shown))
+    counts["filtered_searches"] = sum(1 for search_id in searches if search_id in filters)
+    group_filters = _group_filters(rows, filters, merged)
+    return MinedPairs(pairs, start, end, counts, next_traffic, cut, dict(shown), group_filters)
+
+
+def _group_filters(
+    rows: list[tuple], filters: dict[str, dict[str, Any]], merged: dict[str, str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Group -> the distinct filters of its searches, only for groups none of whose searches was unfiltered."""
+    seen: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    unfiltered: set[str] = set()
+    for search_id, query, *_ in rows:
+        key = normalise_query(query)
+        group = merged.get(key, key)
+        if search_id in filters:
+            seen[group][json.dumps(filters[search_id], sort_keys=True)] = filters[search_id]
+        else:
+            unfiltered.add(group)
+    return {group: list(found.values()) for group, found in seen.items() if group not in unfiltered}
 
 
 def _split_latest(rows: list[tuple], percent: int) -> tuple[list[tuple], list[tuple], datetime | None]:
@@ -204,7 +227,11 @@ def _split_latest(rows: list[tuple], percent: int) -> tuple[list[tuple], list[tu
 
 
 def _logged_searches(
-    rows: list[tuple], shown_rows: list[tuple], texts: dict[str, str], merged: dict[str, str]
+    rows: list[tuple],
+    shown_rows: list[tuple],
+    texts: dict[str, str],
+    merged: dict[str, str],
+    filters: dict[str, dict[str, Any]],
 ) -> list[LoggedSearch]:
     """One LoggedSearch per search with a click on a document that still exists; `ranks` holds every result
     the search showed (what its feedback judged: clicked, or shown and not clicked)."""
@@ -221,7 +248,8 @@ def _logged_searches(
         key = normalise_query(signals[0][1])
         if clicked and key:
             ranks = shown[search_id] or {r[2]: int(r[6]) for r in signals}
-            out.append(LoggedSearch(search_id, merged.get(key, key), signals[0][1], clicked, ranks))
+            group = merged.get(key, key)
+            out.append(LoggedSearch(search_id, group, signals[0][1], clicked, ranks, filters.get(search_id)))
     return out
 
 

@@ -17,7 +17,7 @@ def retrieval_scores(
     relevant: dict[str, set[str]],
     k: int = 10,
     corpus_embeddings: np.ndarray | None = None,
-    candidates: dict[str, list[str]] | None = None,
+    candidates: dict[str, list[str] | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-query MRR@k, nDCG@k and Recall@k (binary relevance) from exact dot-product search.
 
@@ -35,7 +35,8 @@ def retrieval_scores(
         relevant: Query id -> relevant document ids.
         k: Cut-off.
         corpus_embeddings: Precomputed corpus embeddings in `list(corpus)` order (e.g. from the index).
-        candidates: Query id -> the document ids to rank (default: the whole corpus).
+        candidates: Query id -> the document ids to rank, or None for the whole corpus (default: the whole
+            corpus for every query; a query left out ranks nothing).
 
     Returns:
         {"query_ids": ids (sorted), f"mrr@{k}", f"ndcg@{k}", f"recall@{k}": float arrays aligned to them}.
@@ -57,11 +58,15 @@ def retrieval_scores(
     query_emb = encode_normalized(model, [queries[q] for q in qids])
     if query_emb.shape[1] != doc_emb.shape[1]:
         raise InvalidInput(f"query vectors have {query_emb.shape[1]} dims, corpus vectors {doc_emb.shape[1]}")
-    if candidates is None:
-        top = _top_k(query_emb, doc_emb, min(k, len(doc_ids)))
-    else:
-        rows = [[doc_row[d] for d in candidates.get(q, ()) if d in doc_row] for q in qids]
-        top = _top_in(query_emb, doc_emb, rows, k)
+    whole = [i for i, q in enumerate(qids) if candidates is None or (q in candidates and candidates[q] is None)]
+    top = np.full((len(qids), k), -1, dtype=np.int64)
+    if whole:
+        top[whole, : min(k, len(doc_ids))] = _top_k(query_emb[whole], doc_emb, min(k, len(doc_ids)))
+    if candidates is not None:
+        some = [i for i in range(len(qids)) if candidates.get(qids[i], ()) is not None]
+        rows = [[doc_row[d] for d in candidates.get(qids[i]) or () if d in doc_row] for i in some]
+        if some:
+            top[some] = _top_in(query_emb[some], doc_emb, rows, k)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     mrr, ndcg, recall = (np.zeros(len(qids)) for _ in range(3))
     for i, qid in enumerate(qids):

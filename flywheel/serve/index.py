@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,9 @@ from flywheel.types import Document, Hit
 
 # Collection metadata key naming the encoder backend that made the collection's vectors.
 BACKEND_KEY = "flywheel_vectors_backend"
+# Collection metadata key recording the payload indexes flywheel declared on it (JSON text, so an update
+# replaces it whole rather than merging into it).
+INDEXES_KEY = "flywheel_payload_indexes"
 # Payload key holding `content_hash` of what a point was embedded from (points written before it have none).
 HASH_KEY = "content_hash"
 # Fixed namespace so the same document id maps to the same point id in every collection and process.
@@ -61,12 +65,21 @@ def open_qdrant(settings: Settings) -> QdrantClient:
 class Index:
     """Collections, the serving alias, upserts and searches."""
 
-    def __init__(self, client: QdrantClient, alias: str, shards: int = 1, replication: int = 1) -> None:
-        """Args: client: an open QdrantClient; alias: the serving alias (e.g. "documents")."""
+    def __init__(
+        self,
+        client: QdrantClient,
+        alias: str,
+        shards: int = 1,
+        replication: int = 1,
+        payload_indexes: dict[str, str] | None = None,
+    ) -> None:
+        """Args: client: an open QdrantClient; alias: the serving alias (e.g. "documents"); payload_indexes:
+        metadata key -> Qdrant index type, kept on every collection (see `ensure_payload_indexes`)."""
         self.client = client
         self.alias = alias
         self.shards = shards
         self.replication = replication
+        self.payload_indexes = dict(payload_indexes or {})
 
     def collection(self, version: str) -> str:
         """The collection name of a model version."""
@@ -101,7 +114,44 @@ class Index:
             replication_factor=self.replication,
             metadata={BACKEND_KEY: backend} if backend else None,
         )
+        # Before any point: the server then indexes points as they arrive instead of in one pass afterwards.
+        self.ensure_payload_indexes(version)
         return name
+
+    def ensure_payload_indexes(self, version: str) -> None:
+        """Give a version's collection the declared payload indexes (on `metadata.<key>`) and drop those flywheel
+        declared earlier that are no longer declared; indexes made by others are left alone.
+
+        Cheap when nothing changed (one collection read), so it runs on start and before every swap.
+        """
+        name = self.collection(version)
+        info = self.client.get_collection(name)
+        schema = _indexed_fields(info)
+        recorded = self.declared_indexes(version, info)
+        with warnings.catch_warnings():
+            # Local mode accepts payload indexes but keeps none: the same calls run there, without its warning.
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+            for key, kind in self.payload_indexes.items():
+                if schema.get(f"metadata.{key}") != kind:
+                    self.client.create_payload_index(name, f"metadata.{key}", models.PayloadSchemaType(kind), wait=True)
+            for key in recorded.keys() - self.payload_indexes.keys():
+                if f"metadata.{key}" in schema:
+                    self.client.delete_payload_index(name, f"metadata.{key}", wait=True)
+        if recorded != self.payload_indexes:
+            self.client.update_collection(
+                name, metadata={INDEXES_KEY: json.dumps(self.payload_indexes, sort_keys=True)}
+            )
+
+    def declared_indexes(self, version: str, info: models.CollectionInfo | None = None) -> dict[str, str]:
+        """The payload indexes flywheel declared on a version's collection (metadata key -> type), as recorded in
+        the collection's metadata: what local mode, which keeps no payload indexes, can still show."""
+        info = info or self.client.get_collection(self.collection(version))
+        text = (info.config.metadata or {}).get(INDEXES_KEY)
+        return json.loads(text) if text else {}
+
+    def payload_schema(self, version: str) -> dict[str, str]:
+        """The payload indexes Qdrant reports for a version's collection (field -> type; empty in local mode)."""
+        return _indexed_fields(self.client.get_collection(self.collection(version)))
 
     def vectors_backend(self, version: str) -> str | None:
         """The encoder backend recorded as the maker of a collection's vectors (None: made before backends
@@ -242,6 +292,20 @@ class Index:
             chunks.append(vectors)
         return ids, np.concatenate(chunks)
 
+    def matching_ids(self, version: str, metadata_filter: dict[str, Any], batch_size: int = 4096) -> set[str]:
+        """Ids of the documents in a version's collection whose metadata match a search's filter, judged by
+        Qdrant with the very filter searches use (so evaluation sees what users could have been shown)."""
+        name, query_filter = self.collection(version), _payload_filter(metadata_filter)
+        found: set[str] = set()
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                name, scroll_filter=query_filter, limit=batch_size, offset=offset, with_payload=["doc_id"]
+            )
+            found.update(p.payload["doc_id"] for p in points)
+            if offset is None:
+                return found
+
     def content_hashes(self, version: str, batch_size: int = 1024) -> dict[str, str]:
         """Document id -> `content_hash` of every point in a version's collection (start-up repair).
 
@@ -261,6 +325,11 @@ class Index:
                     found[p.payload["doc_id"]] = content_hash(p.payload.get("text", ""), p.payload.get("metadata"))
             if offset is None:
                 return found
+
+
+def _indexed_fields(info: models.CollectionInfo) -> dict[str, str]:
+    """Payload field -> index type from a collection's info."""
+    return {key: str(getattr(s.data_type, "value", s.data_type)) for key, s in (info.payload_schema or {}).items()}
 
 
 def _payload_filter(metadata_filter: dict[str, Any]) -> models.Filter:

@@ -101,6 +101,15 @@ def shown_results(
     return store.query(_SHOWN_SQL, [end, until, start, start])  # type: ignore[return-value]
 
 
+def search_filters(store: Store, start: datetime | None) -> dict[str, dict[str, Any]]:
+    """search_id -> the metadata filter a search applied, for every filtered search logged from `start` (None:
+    all): what the cycle's evaluation re-applies, so each model is judged on the lists users could see."""
+    rows = store.query(
+        "SELECT search_id, filter FROM searches WHERE filter IS NOT NULL AND (? IS NULL OR ts >= ?)", [start, start]
+    )
+    return {search_id: json.loads(text) for search_id, text in rows}
+
+
 def count_events(store: Store, end: datetime) -> int:
     """Events received up to `end`."""
     return int(store.query("SELECT count(*) FROM events WHERE received_at <= ?", [end])[0][0])

@@ -82,7 +82,13 @@ class Service:
         except BaseException:
             store.close()
             raise
-        index = Index(client, settings.collection_alias, settings.qdrant_shards, settings.qdrant_replication)
+        index = Index(
+            client,
+            settings.collection_alias,
+            settings.qdrant_shards,
+            settings.qdrant_replication,
+            settings.payload_indexes,
+        )
         service = cls(settings, store, index, Registry(settings.models_dir))
         try:
             service.reconcile(progress=progress)
@@ -206,6 +212,7 @@ class Service:
                 self.index.create(base.version, encoder.dimension, backend=encoder.backend)
             else:
                 match_backend(self, base, encoder, progress)
+                self.index.ensure_payload_indexes(base.version)  # the setting may have changed since it was made
             repair(self, base.version, encoder, progress)
             if self.index.serving_version() != base.version:
                 log.info("pointing alias %r at %s", self.index.alias, self.index.collection(base.version))
@@ -254,6 +261,9 @@ class Service:
         """
         if adapter is not None and adapter.parent != encoder.version:
             raise ValueError(f"adapter {adapter.version} belongs to {adapter.parent}, not {encoder.version}")
+        # Outside the lock (building an index on a server takes a while): a kept collection rolled back to was
+        # made under older settings; a fresh one already has them and this is one read.
+        self.index.ensure_payload_indexes(encoder.version)
         with self._serving:
             if callable(before_switch):
                 before_switch()

@@ -331,6 +331,24 @@ class Store:
                 con.unregister("_ev_batch")
         return accepted, len(events) - accepted
 
+    def shown_ranks(self, search_ids: set[str]) -> dict[str, dict[str, int]]:
+        """search_id -> {doc_id: rank it was shown at} for each of these searches that was logged (a search with
+        no hits maps to {}; unknown ids are absent): what feedback from another format is checked against."""
+        if not search_ids:
+            return {}
+        marks = ", ".join("?" * len(search_ids))
+        rows = self.query(
+            "SELECT s.search_id, i.doc_id, min(i.rank) FROM searches s LEFT JOIN impressions i USING (search_id) "
+            f"WHERE s.search_id IN ({marks}) GROUP BY s.search_id, i.doc_id",
+            sorted(search_ids),
+        )
+        out: dict[str, dict[str, int]] = {}
+        for search_id, doc_id, rank in rows:
+            shown = out.setdefault(search_id, {})
+            if doc_id is not None:
+                shown[doc_id] = int(rank)
+        return out
+
     # --- cycle records (the runner owns them; start-up recovery settles interrupted ones) ---------------
 
     def stats(self) -> dict[str, int]:

@@ -141,3 +141,30 @@ def test_adapter_promotion_rollback_restart_and_full_on_top(adapter_settings: Se
         assert 0 < logged <= len(some) and counts["encoded_queries"] == counts["query_vectors_needed"] - logged > 0
         assert service.registry.get(report["candidate"]).parent == "v3"
         assert api.post("/cycles", json={"mode": "sideways"}).status_code == 422
+
+
+def test_an_adapter_cycle_judges_filtered_searches_among_what_their_filter_allowed(
+    adapter_settings: Settings,
+) -> None:
+    queries, _ = world_queries()
+    with TestClient(create_app(adapter_settings)) as api:
+        api.post("/documents", json={"documents": world_documents()}).raise_for_status()
+        for round_ in range(2):
+            for qid, text in queries.items():
+                topic = qid.split("-")[0]
+                body = api.post("/search", json={"query": text, "k": 3, "filter": {"topic": topic}}).json()
+                assert {h["metadata"]["topic"] for h in body["hits"]} == {topic}
+                event = {"event_id": f"{qid}-{round_}", "search_id": body["search_id"], "type": "click"}
+                api.post("/feedback", json={"events": [{**event, "doc_id": body["hits"][1]["doc_id"]}]})
+        cycle_id = api.post("/cycles", json={"mode": "adapter"}).json()["cycle_id"]
+        assert wait_for(api, cycle_id)["state"] in ("promoted", "rejected")
+        report = api.get(f"/reports/{cycle_id}").json()
+    next_traffic, unseen = report["metrics"]["next_traffic"], report["metrics"]["retrieval"]
+    assert report["counts"]["filtered_searches"] == report["counts"]["searches"]
+    # Every held-out search and group was filtered: each ranked only its topic's three documents, so the clicked
+    # one is in the top 10 of both models' lists every time (over all 48 documents the tiny model's recall@10
+    # is about 0.5).
+    assert next_traffic["filtered_queries"] == next_traffic["n_queries"] > 0
+    assert unseen["filtered_queries"] == unseen["n_queries"] > 0
+    for view in (next_traffic, unseen):
+        assert view["recall@10"]["incumbent"] == view["recall@10"]["candidate"] == 1.0

@@ -117,3 +117,20 @@ def test_snapshot_and_new_pair_count(store: Store, tmp_path: Path) -> None:
     assert table.schema.metadata[b"flywheel.window_end"].decode() == mined.window_end.isoformat()
     assert count_new_signals(store, None) == 1
     assert count_new_signals(store, mined.window_end) == 0
+
+
+def test_the_filters_of_searches_are_kept_for_the_evaluation(store: Store) -> None:
+    def search(sid: str, query: str, metadata_filter: dict | None) -> None:
+        shown = [Impression(1, "a", 1.0), Impression(2, "b", 0.9)]
+        store.log_search(sid, query, 2, "v1", shown, search_filter=metadata_filter)
+        store.add_events([Event(f"e-{sid}", sid, "b", "click")])
+
+    search("s1", "tenant question", {"tenant": "acme"})
+    search("s2", "Tenant question?", {"tenant": "globex"})
+    search("s3", "mixed question", {"tenant": "acme"})
+    search("s4", "mixed question", None)  # one search saw everything: the group is not restricted
+    search("s5", "latest question", {"lang": ["en", "de"]})
+    mined = mine_pairs(store, next_traffic_percent=20)
+    assert mined.filters == {"tenant question": [{"tenant": "acme"}, {"tenant": "globex"}]}
+    assert [(s.search_id, s.filter) for s in mined.next_traffic] == [("s5", {"lang": ["en", "de"]})]
+    assert mined.counts["filtered_searches"] == 3

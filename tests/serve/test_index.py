@@ -74,3 +74,27 @@ def test_second_local_client_gets_store_locked(tmp_path: Path) -> None:
             open_qdrant(settings)
     finally:
         first.close()
+
+
+def test_declared_payload_indexes_are_kept_on_each_collection_and_follow_the_setting(tmp_path: Path) -> None:
+    client = QdrantClient(path=str(tmp_path / "q"))
+    try:
+        index = Index(client, "documents", payload_indexes={"tenant": "keyword", "kb.public": "bool"})
+        index.create("v1", 4)
+        assert index.declared_indexes("v1") == {"tenant": "keyword", "kb.public": "bool"}
+        assert index.payload_schema("v1") == {}  # local mode keeps no payload indexes of its own
+        docs = [
+            Document(f"d{i}", "t", {"tenant": ["acme", "globex"][i % 2], "kb": {"public": i < 2}}) for i in range(4)
+        ]
+        index.upsert("v1", docs, _vectors(4))
+        assert index.matching_ids("v1", {"tenant": "acme"}) == {"d0", "d2"}
+        assert index.matching_ids("v1", {"tenant": ["acme", "globex"], "kb.public": True}) == {"d0", "d1"}
+        # A later start under other settings: the changed type is re-declared, the key no longer listed goes.
+        later = Index(client, "documents", payload_indexes={"tenant": "integer"})
+        later.ensure_payload_indexes("v1")
+        assert later.declared_indexes("v1") == {"tenant": "integer"}
+        Index(client, "documents").ensure_payload_indexes("v1")
+        assert later.declared_indexes("v1") == {}
+        assert later.vectors_backend("v1") is None  # the record sits beside the other metadata, not over it
+    finally:
+        client.close()

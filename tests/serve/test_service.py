@@ -139,3 +139,32 @@ def test_searches_during_adapter_swaps_never_mix_versions(settings: Settings) ->
         assert logged == [("v1",)], "the base's vector is logged whatever adapter served"
         with pytest.raises(ValueError, match="belongs to"):
             service.swap(service.encoder, adapter=QueryAdapter("v9", "v7", np.eye(dim), np.zeros(dim)))
+
+
+def test_a_rebuilt_collection_keeps_the_payload_indexes_through_swaps_and_restarts(tmp_path, tiny_model_path) -> None:
+    from tests.helpers.server import second_version
+
+    declared = {"topic": "keyword"}
+    settings = Settings(data_dir=tmp_path / "data", base_model=str(tiny_model_path), payload_indexes=declared)
+    service = Service.open(settings)
+    try:
+        service.upsert_documents([Document(d["id"], d["text"], d["metadata"]) for d in world_documents()])
+        assert service.index.declared_indexes("v1") == declared
+        _, v2, _ = second_version(service, tmp_path / "other", "good guitar tips")
+        service.rebuild("v2", v2)  # how a full cycle makes its candidate's collection
+        service.swap(v2)
+        assert service.index.serving_version() == "v2" and service.index.declared_indexes("v2") == declared
+        hits = service.search("good guitar tips", 3, metadata_filter={"topic": "dog"}).hits
+        assert {h.metadata["topic"] for h in hits} == {"dog"}
+    finally:
+        service.close()
+    more = {"topic": "keyword", "lang": "keyword"}
+    service = Service.open(settings.model_copy(update={"payload_indexes": more}))
+    try:
+        # The registry still names v1: it serves again and gets the new index on start; v2 is kept, untouched.
+        assert service.index.serving_version() == "v1" and service.index.declared_indexes("v1") == more
+        assert service.index.declared_indexes("v2") == declared
+        service.swap(v2)  # as a rollback onto a kept collection does
+        assert service.index.serving_version() == "v2" and service.index.declared_indexes("v2") == more
+    finally:
+        service.close()

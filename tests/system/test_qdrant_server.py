@@ -87,6 +87,27 @@ def test_index_on_server_uses_shards_and_switches_the_alias(server_settings: Set
         client.close()
 
 
+def test_payload_indexes_are_on_the_server_collection_and_survive_a_swap(
+    server_settings: Settings, tmp_path: Path
+) -> None:
+    declared = {"topic": "keyword", "n": "integer"}
+    svc = Service.open(server_settings.model_copy(update={"payload_indexes": declared}))
+    try:
+        svc.upsert_documents([Document(d["id"], d["text"], d["metadata"]) for d in world_documents()])
+        assert svc.index.payload_schema("v1") == {"metadata.topic": "keyword", "metadata.n": "integer"}
+        _, v2, _ = second_version(svc, tmp_path / "other", "good guitar tips")
+        svc.rebuild("v2", v2)
+        svc.swap(v2)
+        assert svc.index.serving_version() == "v2"
+        assert svc.index.payload_schema("v2") == {"metadata.topic": "keyword", "metadata.n": "integer"}
+        assert {h.metadata["topic"] for h in svc.search("guitar", 3, metadata_filter={"topic": "dog"}).hits} == {"dog"}
+        svc.index.payload_indexes = {"topic": "keyword"}  # the setting without "n": flywheel drops its own index
+        svc.index.ensure_payload_indexes("v2")
+        assert svc.index.payload_schema("v2") == {"metadata.topic": "keyword"}
+    finally:
+        svc.close()
+
+
 def test_service_restart_repairs_the_server_collection(server_settings: Settings) -> None:
     svc = Service.open(server_settings)
     svc.upsert_documents([Document(i, t) for i, t in CORPUS])

@@ -1,0 +1,120 @@
+"""OpenSearch User Behavior Insights (UBI) events as flywheel feedback: the mapping, its checks, and the write.
+
+A UBI client sends the `search_id` that `POST /search` answered as its `query_id`, the hit's `doc_id` as
+`event_attributes.object.object_id` and optionally its 1-based rank as `event_attributes.position.ordinal`.
+Action names the settings map (`ubi_actions`) become feedback events; any other action (an impression, a page
+view, a hover) is not feedback and is counted as ignored. Events carry no id of their own in UBI, so each gets
+one derived from its content: a re-sent event is a duplicate, never a second click.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from flywheel.errors import InvalidInput
+from flywheel.serve.service import Service
+from flywheel.types import Event
+from flywheel.util.files import to_utc_naive
+
+
+@dataclass(frozen=True)
+class UbiEvent:
+    """The parts of one UBI event that flywheel reads (everything else in it is ignored)."""
+
+    action_name: str
+    timestamp: datetime
+    query_id: str | None = None
+    object_id: str | None = None
+    ordinal: int | None = None
+    client_id: str | None = None
+
+
+@dataclass
+class UbiResult:
+    """What a batch of UBI events came to: stored, already stored, and ignored (by action name)."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    ignored: Counter[str] = field(default_factory=Counter)
+
+
+def ubi_event_id(event: UbiEvent) -> str:
+    """A deterministic event id from an event's content (query, object, action, time, client): sending the same
+    event again gives the same id, so the store counts it as a duplicate."""
+    ts = to_utc_naive(event.timestamp)
+    parts = [event.query_id, event.object_id, event.action_name, ts.isoformat() if ts else None, event.client_id]
+    digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+    return f"ubi-{digest[:32]}"
+
+
+def ingest_ubi(service: Service, events: list[UbiEvent], actions: dict[str, str]) -> UbiResult:
+    """Map UBI events onto feedback, check them against what flywheel showed, and store them all or none.
+
+    Args:
+        service: the open Service.
+        events: the batch, in request order.
+        actions: UBI action name -> feedback type (click, skip, thumbs_up, thumbs_down).
+
+    Returns:
+        The counts of the batch.
+
+    Raises:
+        InvalidInput: some mapped event lacks a query_id or object_id, names a query flywheel did not serve, an
+            object that search did not show, or an ordinal other than the rank it was shown at; the message
+            names each such event and nothing is written.
+        Conflict: a derived id was stored before for other content (see `Store.add_events`).
+    """
+    result = UbiResult()
+    problems: list[str] = []
+    mapped: list[tuple[int, UbiEvent, str]] = []
+    for i, event in enumerate(events):
+        kind = actions.get(event.action_name)
+        if kind is None:
+            result.ignored[event.action_name] += 1
+        elif not event.query_id:
+            problems.append(
+                f"events[{i}] ({event.action_name}): query_id is missing; send the search_id that POST /search answered"
+            )
+        elif event.object_id is None:
+            problems.append(
+                f"events[{i}] ({event.action_name}): event_attributes.object.object_id is missing; "
+                "send the doc_id of the hit acted on"
+            )
+        else:
+            mapped.append((i, event, kind))
+    shown = service.store.shown_ranks({e.query_id for _, e, _ in mapped if e.query_id})
+    for i, event, _ in mapped:
+        problem = _check(event, shown.get(event.query_id or ""))
+        if problem:
+            problems.append(f"events[{i}] ({event.action_name}): {problem}")
+    if problems:
+        raise InvalidInput("batch rejected, nothing was stored: " + "; ".join(problems[:20]))
+    feedback = [Event(ubi_event_id(e), e.query_id or "", e.object_id or "", kind, e.timestamp) for _, e, kind in mapped]
+    if feedback:
+        result.accepted, result.duplicates = service.feedback(feedback)
+    return result
+
+
+def _check(event: UbiEvent, ranks: dict[str, int] | None) -> str | None:
+    """What is wrong with a mapped event given the ranks its search showed (None: flywheel never served it)."""
+    if ranks is None:
+        return (
+            f"query_id {event.query_id!r} is not a search flywheel served; send the search_id of the POST /search "
+            "answer as query_id (events on result lists of other engines are not accepted: flywheel learns only "
+            "from lists it showed and logged)"
+        )
+    if event.object_id not in ranks:
+        return f"object_id {event.object_id!r} was not shown in search {event.query_id!r}"
+    if event.ordinal is not None and event.ordinal != ranks[event.object_id]:
+        return (
+            f"position.ordinal {event.ordinal} but {event.object_id!r} was shown at rank {ranks[event.object_id]} "
+            "(ordinals count from 1)"
+        )
+    return None
+
+
+__all__ = ["UbiEvent", "UbiResult", "ingest_ubi", "ubi_event_id"]
