@@ -46,7 +46,7 @@ from flywheel.lab.demo import DEMO_USER  # noqa: E402
 from flywheel.lab.simulate import SimulationStats, _behave  # noqa: E402
 from flywheel.lab.worlds import load_world  # noqa: E402
 from flywheel.models.loading import load_model  # noqa: E402
-from flywheel.scoring.interleaving import credit, interleave  # noqa: E402
+from flywheel.scoring.interleaving import credit, interleave, team_draft  # noqa: E402
 from flywheel.scoring.sequential import mean_difference_test, win_share_test  # noqa: E402
 from flywheel.util.packaged import packaged_model_path  # noqa: E402
 
@@ -110,14 +110,16 @@ def reciprocal_rank(hits: list[str], events: list[tuple[str, str]]) -> float:
 
 
 def interleaving_run(
-    inc: Ranker, cha: Ranker, relevant: dict, qids: list[str], max_n: int, seed: int
+    inc: Ranker, cha: Ranker, relevant: dict, qids: list[str], max_n: int, seed: int, plain: bool = False
 ) -> tuple[str, int]:
-    """One interleaving experiment: (decision or "undecided", searches used)."""
+    """One interleaving experiment: (decision or "undecided", searches used); `plain` credits every click, the
+    common prefix's too (bare team draft)."""
+    merge = team_draft if plain else interleave
     rng = random.Random(seed)
     wins = losses = 0
     for n in range(1, max_n + 1):
         q = rng.choice(qids)
-        merged = interleave(draw(inc, rng)[q], draw(cha, rng)[q], K, seed=f"{seed}:{n}")
+        merged = merge(draw(inc, rng)[q], draw(cha, rng)[q], K, seed=f"{seed}:{n}")
         events = clicks([d for d, _ in merged], relevant[q], rng)
         outcome = credit(dict(merged), events)
         if outcome in ("win", "loss"):
@@ -213,6 +215,10 @@ def main() -> None:
     parser.add_argument("--null-runs", type=int, default=400, help="experiments per null row")
     parser.add_argument("--max-searches", type=int, default=50000, help="limit of an experiment")
     parser.add_argument("--null-max-searches", type=int, default=20000, help="limit of a null row's experiment")
+    parser.add_argument(
+        "--plain-team-draft", action="store_true", help="credit clicks on the common prefix too (bare team draft)"
+    )
+    parser.add_argument("--out", default="online_test", help="name of the result files in bench/results")
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -233,7 +239,10 @@ def main() -> None:
         mrr_gain = true_mrr(challenger, relevant, qids) - true_mrr(incumbent, relevant, qids)
         tau = max(abs(mrr_gain), 1e-3) if kind == "better" else abs(smallest_mrr_gain)
         runs, limit = (args.runs, args.max_searches) if kind == "better" else (args.null_runs, args.null_max_searches)
-        inter = [interleaving_run(incumbent, challenger, relevant, qids, limit, s) for s in range(runs)]
+        inter = [
+            interleaving_run(incumbent, challenger, relevant, qids, limit, s, args.plain_team_draft)
+            for s in range(runs)
+        ]
         ab = [ab_run(incumbent, challenger, relevant, qids, limit, s, tau) for s in range(runs)]
         row = {
             "kind": kind,
@@ -270,11 +279,12 @@ def main() -> None:
         "alpha": 0.05,
         "max_searches": args.max_searches,
         "null_max_searches": args.null_max_searches,
+        "plain_team_draft": args.plain_team_draft,
         "rows": rows,
         "seconds": round(time.monotonic() - started, 1),
     }
-    (RESULTS / "online_test.json").write_text(json.dumps(out, indent=2) + "\n")
-    chart(rows, RESULTS / "online_test.png")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(out, indent=2) + "\n")
+    chart(rows, RESULTS / f"{args.out}.png")
 
 
 if __name__ == "__main__":
