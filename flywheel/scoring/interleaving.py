@@ -6,7 +6,7 @@ flip, so a win share away from 0.5 can only come from the rankers differing wher
 adds one refinement: the results both rankings agree on from the top (their common prefix) belong to both
 teams, and clicks on them earn neither team credit. Which team's coin placed them is noise, and on most
 searches two good rankers agree on the top results, so crediting those clicks adds random wins and losses
-that hide the real difference (on SciFact it cuts the searches a test needs by 2.5-10x, `bench/online_test.py`).
+that hide the real difference (on SciFact it cuts the searches a test needs 2x to 12x, `bench/online_test.py`).
 Every function here is pure and deterministic given its seed, so a search's list can be rebuilt from its id.
 """
 
