@@ -214,7 +214,9 @@ def gc_summary(result: dict[str, Any]) -> str:
     counts = ", ".join(f"{n:,} {what.replace('_', ' ')}" for what, n in result["deleted"].items())
     kept = result["kept"]
     limits = [
-        f"feedback after {kept['consumed_until'] or 'the first cycle'} (no cycle has learned from it)",
+        f"feedback after {kept['consumed_until']} (no cycle has learned from it)"
+        if kept["consumed_until"]
+        else "all feedback (no cycle has learned from any yet)",
         f"searches from {kept['held_out_from']} (held out)"
         if kept["held_out_from"]
         else "every search (no held-out window recorded yet)",
