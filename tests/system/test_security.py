@@ -274,6 +274,7 @@ def with_links(spec: dict) -> dict:
     return spec
 
 
+@pytest.mark.slow
 def test_stateful_schemathesis_along_the_links_finds_no_5xx(tmp_path: Path, tiny_model_path: Path) -> None:
     """Generated sequences along the links (health/ingest -> search -> feedback, ingest -> delete), each step's
     body fuzzed around what the link carries, against real uvicorn with keys configured (bounded for CI)."""
