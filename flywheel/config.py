@@ -281,6 +281,41 @@ class Settings(BaseSettings):
         "as 'name:type,...' or a JSON object; events with other action names are ignored and counted",
     )
 
+    # Retention (`flywheel gc`, `POST /ops/gc`, and `retention_cron` inside `flywheel serve`). Whatever the
+    # setting, a run keeps feedback no cycle has consumed yet, the latest cycles' held-out window, and the
+    # reports and snapshots of the serving model and its rollback targets (docs/security.md#retention).
+    retain_searches_days: float = Field(
+        0,
+        ge=0,
+        description="delete searches logged more than this many days ago, with their shown results, feedback "
+        "events and shadow rankings (0: keep forever; the log is what every cycle trains on)",
+    )
+    retain_events_days: float = Field(
+        0,
+        ge=0,
+        description="delete feedback events received more than this many days ago, keeping their searches "
+        "(0: keep forever; events are the training signal)",
+    )
+    retain_tombstones_days: float = Field(
+        30,
+        ge=0,
+        description="delete records of deleted documents older than this many days (0: keep forever); only a "
+        "swap's or rollback's catch-up reads them, and those a rollback target still needs are kept",
+    )
+    retain_reports: int = Field(
+        0, ge=0, description="keep the promotion reports of the newest N cycles (0: keep all; they are the audit trail)"
+    )
+    retain_snapshots: int = Field(
+        20,
+        ge=0,
+        description="keep the pair snapshots (cycles/<id>/) of the newest N cycles (0: keep all); they hold "
+        "document texts and only serve to reproduce a training run",
+    )
+    retention_cron: str | None = Field(
+        "30 3 * * *",
+        description="when `flywheel serve` applies retention (UTC crontab, default daily at 03:30; deferred while "
+        "a cycle runs); empty: only `flywheel gc` or POST /ops/gc trims",
+    )
     min_new_pairs: int = Field(100, ge=0, description="skip a scheduled cycle until this many new pairs arrived")
 
     @field_validator("admin_keys", "search_keys", mode="before")
@@ -322,7 +357,7 @@ class Settings(BaseSettings):
     def _default_model(cls, value: str) -> str:
         return value or packaged_model_path()
 
-    @field_validator("cycle_cron", "adapter_cycle_cron", mode="after")
+    @field_validator("cycle_cron", "adapter_cycle_cron", "retention_cron", mode="after")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
         if value:

@@ -232,3 +232,37 @@ class StatsOut(BaseModel):
     searches: int
     impressions: int
     events: int
+
+
+class GcIn(_Strict):
+    dry_run: bool = Field(False, description="count what would be deleted, delete nothing")
+
+
+class GcDeleted(BaseModel):
+    searches: int = Field(description="searches, each with its query text, ids and query vector")
+    impressions: int = Field(description="results those searches showed")
+    events: int = Field(description="feedback events")
+    shadow_rankings: int = Field(description="what a shadow test's challenger would have shown")
+    query_vectors: int = Field(
+        description="logged query vectors dropped because a newer search of the same query keeps one"
+    )
+    tombstones: int = Field(description="records of deleted documents")
+    reports: int = Field(description="promotion report folders")
+    snapshots: int = Field(description="per-cycle pair snapshot folders")
+
+
+class GcKept(BaseModel):
+    consumed_until: str | None = Field(description="feedback received after this (no cycle has learned from it) stays")
+    held_out_from: str | None = Field(
+        description="searches from this time on (the latest cycles' held-out next traffic) stay; null: all stay"
+    )
+    tombstones_from: str | None = Field(description="tombstones from this time on stay (a rollback would replay them)")
+    cycles: list[str] = Field(
+        description="cycles whose report and snapshot stay (serving model, rollback targets, latest)"
+    )
+
+
+class GcOut(BaseModel):
+    dry_run: bool
+    deleted: GcDeleted
+    kept: GcKept

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from flywheel.config import Settings
-from flywheel.errors import ConfigError, FlywheelError, InvalidInput, NotFound, StoreLocked
+from flywheel.errors import ConfigError, Conflict, FlywheelError, InvalidInput, NotFound, StoreLocked
 
 app = typer.Typer(
     help="flywheel: retrieval that gets better from its users' clicks.",
@@ -23,12 +23,13 @@ app = typer.Typer(
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
-# Exit codes: 1 other error, 2 bad input or config, 3 data dir in use, 4 not found.
+# Exit codes: 1 other error, 2 bad input or config, 3 data dir in use, 4 not found, 5 busy (a cycle runs: retry).
 EXIT_CODES: list[tuple[type[Exception], int]] = [
     (InvalidInput, 2),
     (ConfigError, 2),
     (StoreLocked, 3),
     (NotFound, 4),
+    (Conflict, 5),
     (FlywheelError, 1),
 ]
 T = TypeVar("T")

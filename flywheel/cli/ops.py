@@ -1,4 +1,4 @@
-"""The commands that work on a data dir: serve, ingest, stats, retrain, rollback, export, reports."""
+"""The commands that work on a data dir: serve, ingest, stats, retrain, rollback, gc, export, reports."""
 
 from __future__ import annotations
 
@@ -185,6 +185,43 @@ def rollback(
         console.print(f"now serving {version}")
 
     run_command(go)
+
+
+@app.command()
+def gc(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be deleted; delete nothing.")] = False,
+) -> None:
+    """Apply the retention settings now (FLYWHEEL_RETAIN_*; through the running server, with its settings)."""
+
+    def go() -> None:
+        settings = settings_from(config, data_dir=data_dir)
+        with _open_or_client(settings) as (service, client):
+            if service is not None:
+                from flywheel.cycle.runner import CycleRunner
+
+                result = CycleRunner(service).gc(dry_run=dry_run)
+            else:
+                result = client.request("POST", "/ops/gc", json={"dry_run": dry_run})
+        console.print(gc_summary(result), highlight=False)
+
+    run_command(go)
+
+
+def gc_summary(result: dict[str, Any]) -> str:
+    """Two lines on a retention run: the counts deleted (or that would be), and what the run had to keep."""
+    counts = ", ".join(f"{n:,} {what.replace('_', ' ')}" for what, n in result["deleted"].items())
+    kept = result["kept"]
+    limits = [
+        f"feedback after {kept['consumed_until']} (no cycle has learned from it)"
+        if kept["consumed_until"]
+        else "all feedback (no cycle has learned from any yet)",
+        f"searches from {kept['held_out_from']} (held out)"
+        if kept["held_out_from"]
+        else "every search (no held-out window recorded yet)",
+    ]
+    return f"{'would delete' if result['dry_run'] else 'deleted'}: {counts}\nkept: {'; '.join(limits)}"
 
 
 @app.command("export")

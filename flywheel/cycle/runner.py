@@ -15,7 +15,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from flywheel.config import Settings
@@ -23,6 +23,7 @@ from flywheel.cycle.adapter import run_adapter_cycle
 from flywheel.cycle.full import run_cycle
 from flywheel.cycle.online import summary as online_summary
 from flywheel.cycle.report.model import CycleReport
+from flywheel.cycle.retention import run_retention
 from flywheel.errors import Cancelled, Conflict, InvalidInput
 from flywheel.logs import log_context
 from flywheel.models.loading import resolve_device
@@ -32,6 +33,7 @@ from flywheel.serve.service import Service
 from flywheel.util.files import now_iso, utcnow
 
 log = logging.getLogger(__name__)
+RETRY_GC = timedelta(minutes=15)  # how long a scheduled retention run waits for a running cycle
 
 
 def new_cycle_id() -> str:
@@ -271,6 +273,28 @@ class CycleRunner:
             record["candidate"] = record["candidate"] or online["challenger"]
         return {**record, "online": online}
 
+    def gc(self, dry_run: bool = False) -> dict[str, Any]:
+        """Apply retention now, under the maintenance lock (see `flywheel.cycle.retention.run_retention`).
+
+        Raises:
+            Conflict: a cycle is running or starting, or a rollback is in progress.
+        """
+        with self.maintenance("run retention"):
+            return run_retention(self.service, dry_run=dry_run)
+
+    def scheduled_gc(self) -> None:
+        """The retention job: a run that meets a cycle is deferred by RETRY_GC, not skipped until tomorrow."""
+        try:
+            self.gc()
+        except Conflict as exc:
+            log.info("retention deferred by %s: %s", RETRY_GC, exc)
+            if self._scheduler is not None:
+                self._scheduler.add_job(
+                    self.scheduled_gc, "date", run_date=utcnow() + RETRY_GC, id="retention-retry", replace_existing=True
+                )
+        except Exception:  # a failed trim must never take the scheduler down; the next run tries again
+            log.exception("retention failed")
+
     # --- the schedule -----------------------------------------------------------------------------------
 
     def maybe_start(self, mode: str | None = None) -> str | None:
@@ -292,18 +316,22 @@ class CycleRunner:
             return None
 
     def start_schedule(self, settings: Settings) -> bool:
-        """Start APScheduler with the cycle schedule (kind: cycle_mode) and the adapter schedule from settings;
-        False if neither is configured."""
+        """Start APScheduler with the cycle schedule (kind: cycle_mode), the adapter schedule and the retention
+        schedule from settings; False if none is configured."""
         jobs = [(make_trigger(settings), None, "cycle"), (make_trigger(settings, adapter=True), "adapter", "adapter")]
         jobs = [job for job in jobs if job[0] is not None]
-        if not jobs:
+        if not jobs and not settings.retention_cron:
             return False
         from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.cron import CronTrigger
 
         self._scheduler = BackgroundScheduler(timezone="UTC")
         for trigger, mode, job_id in jobs:
             self._scheduler.add_job(self.maybe_start, trigger, args=[mode], id=job_id, max_instances=1, coalesce=True)
             log.info("%s schedule: %s (min_new_pairs=%d)", job_id, trigger, settings.min_new_pairs)
+        if settings.retention_cron:
+            trigger = CronTrigger.from_crontab(settings.retention_cron, timezone="UTC")
+            self._scheduler.add_job(self.scheduled_gc, trigger, id="retention", max_instances=1, coalesce=True)
         self._scheduler.start()
         return True
 

@@ -225,6 +225,7 @@ def mine_and_split(
     report.window = Window(
         start=mined.window_start.isoformat() if mined.window_start else None,
         end=mined.window_end.isoformat(),
+        next_traffic_start=mined.next_traffic_start.isoformat() if mined.next_traffic_start else None,
     )
     train_rows, heldout_rows = split_by_group(mined.pairs, lambda p: p.group, settings.heldout_percent)
     return mined, train_rows, heldout_rows

@@ -163,6 +163,96 @@ def shadow_rows(store: Store, experiment: str) -> list[tuple[str, int, int, list
     return [(sid, k, ov, [d for d in shown if d is not None], json.loads(ids)) for sid, k, ov, shown, ids in rows]
 
 
+# --- retention: the deletes of a gc run (flywheel.cycle.retention decides the cut-offs) ----------------------
+
+# Searches a run deletes, with everything that hangs off them: older than the cut-off, and with no feedback that
+# arrived after the last cycle's window (late feedback no cycle has seen keeps its search, so it is no orphan).
+_DOOMED_SEARCHES = """
+CREATE OR REPLACE TEMP TABLE _gc_searches AS
+SELECT search_id FROM searches s
+WHERE s.ts < ? AND NOT EXISTS (SELECT 1 FROM events e WHERE e.search_id = s.search_id AND e.received_at > ?)
+"""
+_IN_DOOMED = "search_id IN (SELECT search_id FROM _gc_searches)"
+# Every logged vector but the newest per (query text, base version) among the searches that stay: the only one
+# `Store.query_vectors` reads.
+_SUPERSEDED_VECTORS = """
+search_id IN (
+    SELECT search_id FROM (
+        SELECT search_id, row_number() OVER (PARTITION BY query, vector_version ORDER BY ts DESC, search_id DESC) AS n
+        FROM searches WHERE query_vector IS NOT NULL AND search_id NOT IN (SELECT search_id FROM _gc_searches)
+    ) WHERE n > 1)
+"""
+
+
+def trim_log(
+    store: Store,
+    searches_before: datetime | None,
+    events_before: datetime | None,
+    keep_searches_from: datetime,
+    consumed_until: datetime | None,
+    tombstones_before: datetime | None,
+    dry_run: bool = False,
+) -> dict[str, int]:
+    """Delete (or with `dry_run` only count) what retention lets go of, in one transaction.
+
+    Args:
+        store: the open store.
+        searches_before: delete searches logged before this, with their impressions, events and shadow
+            rankings (None: none).
+        events_before: also delete events received before this whose search stays (None: none).
+        keep_searches_from: never touch a search logged from this time on, nor its events (a held-out window).
+        consumed_until: end of the newest cycle window; events received later are kept, and so are their
+            searches (None: no cycle has consumed anything, so no search or event is deleted).
+        tombstones_before: delete document tombstones older than this (None: none).
+        dry_run: count only.
+
+    Returns:
+        Rows deleted (or that would be) per table, and `query_vectors` nulled because a newer search of the
+        same query text holds the vector cycles read.
+    """
+    never = datetime(1, 1, 1)
+    if consumed_until is None:
+        searches_before = events_before = None
+    search_cut = min(searches_before, keep_searches_from) if searches_before else never
+    event_cut = min(events_before, consumed_until) if events_before and consumed_until else never
+    aged_events = (
+        f"(received_at < ? AND search_id NOT IN (SELECT search_id FROM searches WHERE ts >= ?)) OR {_IN_DOOMED}"
+    )
+    plan: list[tuple[str, str, str, list[Any]]] = [  # (count as, table, condition, params): children first
+        ("impressions", "impressions", _IN_DOOMED, []),
+        ("events", "events", aged_events, [event_cut, keep_searches_from]),
+        ("shadow_rankings", "shadow_rankings", _IN_DOOMED, []),
+        ("searches", "searches", _IN_DOOMED, []),
+        ("tombstones", "document_deletions", "deleted_at < ?", [tombstones_before or never]),
+    ]
+    counts: dict[str, int] = {}
+    with store.transaction() as con:
+        con.execute(_DOOMED_SEARCHES, [search_cut, consumed_until or never]).fetchall()
+        try:
+            for name, table, where, params in plan:
+                counts[name] = int(con.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchall()[0][0])
+                if name == "searches":  # the survivors' superseded vectors, counted before anything is deleted
+                    sql = f"SELECT count(*) FROM searches WHERE {_SUPERSEDED_VECTORS}"
+                    counts["query_vectors"] = int(con.execute(sql).fetchall()[0][0])
+                    if not dry_run:
+                        con.execute(f"UPDATE searches SET query_vector = NULL WHERE {_SUPERSEDED_VECTORS}").fetchall()
+                if not dry_run and counts[name]:
+                    con.execute(f"DELETE FROM {table} WHERE {where}", params).fetchall()
+        finally:
+            con.execute("DROP TABLE IF EXISTS _gc_searches").fetchall()
+    if not dry_run and any(counts.values()):
+        store.query("CHECKPOINT")  # the freed blocks become reusable now, not at the next restart
+    return counts
+
+
+def latest_mined_cycles(store: Store) -> list[tuple[str, str, datetime]]:
+    """(cycle_id, kind, window_end) of the newest cycle of each kind that got past mining."""
+    return store.query(  # type: ignore[return-value]
+        "SELECT arg_max(cycle_id, window_end), coalesce(kind, 'full') AS k, max(window_end) FROM cycles "
+        "WHERE state IN ('promoted', 'rejected') AND window_end IS NOT NULL GROUP BY k ORDER BY k"
+    )
+
+
 class CycleLedger:
     """Cycle records and the lock row that lets one cycle run at a time per data dir."""
 

@@ -79,6 +79,18 @@ def _retired_at(service: Service, version: str) -> datetime | None:
     return datetime.fromisoformat(times[-1]).astimezone(UTC).replace(tzinfo=None) - timedelta(seconds=1)
 
 
+def catch_up_floor(service: Service) -> datetime | None:
+    """The earliest time a rollback to a kept version would replay document writes from (None: no rollback
+    would replay any): document tombstones from then on must stay."""
+    bases = set()
+    for version in kept_versions(service):
+        entry = service.registry.get(version)
+        bases.add(entry.parent if entry.kind == "adapter" and entry.parent else version)
+    bases.discard(service.encoder.version)  # the serving collection is current: nothing to replay
+    times = [t for base in bases if service.index.exists(base) and (t := _retired_at(service, base)) is not None]
+    return min(times, default=None)
+
+
 def kept_versions(service: Service) -> list[str]:
     """Versions a rollback can target: retired ones that kept their weights, and base models (by name); an
     adapter only while its base can serve again."""
@@ -92,4 +104,4 @@ def kept_versions(service: Service) -> list[str]:
     ]
 
 
-__all__ = ["kept_versions", "prune", "rollback"]
+__all__ = ["catch_up_floor", "kept_versions", "prune", "rollback"]

@@ -104,3 +104,38 @@ def test_cli_export(tmp_path: Path, tiny_model_path: Path, guard_file: Path, mon
     assert (data / "models" / "v1" / ONNX_DIR / FILES["int8"]).is_file()
     missing = runner.invoke(app, ["export", "v9", "--data-dir", str(data)])
     assert missing.exit_code == 4 and "v9" in missing.output
+
+
+def test_gc_on_a_data_dir_and_its_one_line_on_a_bad_setting(tmp_path: Path, tiny_model_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FLYWHEEL_BASE_MODEL", str(tiny_model_path))
+    data = tmp_path / "data"
+    Service.open(Settings(data_dir=data, base_model=str(tiny_model_path))).close()
+    preview = runner.invoke(app, ["gc", "--dry-run", "--data-dir", str(data)])
+    assert preview.exit_code == 0, preview.output
+    assert "would delete: 0 searches, 0 impressions, 0 events" in preview.output
+    assert "kept: all feedback (no cycle has learned from any yet); every search" in preview.output
+    monkeypatch.setenv("FLYWHEEL_RETAIN_SEARCHES_DAYS", "-1")
+    bad = runner.invoke(app, ["gc", "--data-dir", str(data)])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert bad.output.strip().splitlines() == [
+        "error: retain_searches_days: Input should be greater than or equal to 0"
+    ], bad.output
+
+
+def test_gc_through_the_running_server_exits_5_while_the_server_is_busy(tmp_path: Path, tiny_model_path: Path,
+                                                                        monkeypatch) -> None:  # fmt: skip
+    """The server owns the data dir: the command asks it over HTTP, and a 409 becomes exit code 5."""
+    from flywheel.api.app import create_app
+    from tests.helpers.server import serve_in_thread
+
+    settings = Settings(data_dir=tmp_path / "data", base_model=str(tiny_model_path))
+    app_ = create_app(settings)
+    monkeypatch.setenv("FLYWHEEL_BASE_MODEL", str(tiny_model_path))
+    with serve_in_thread(app_) as url:
+        monkeypatch.setenv("FLYWHEEL_PORT", url.rsplit(":", 1)[1])
+        with app_.state.runner.maintenance("roll back"):  # what a cycle start or a rollback holds
+            busy = runner.invoke(app, ["gc", "--data-dir", str(settings.data_dir)])
+        done = runner.invoke(app, ["gc", "--data-dir", str(settings.data_dir)])
+    assert busy.exit_code == 5, busy.output
+    assert busy.output.strip().splitlines()[-1].startswith("error: HTTP 409: another rollback or cycle start")
+    assert done.exit_code == 0 and "running server" in done.output and "deleted: 0 searches" in done.output

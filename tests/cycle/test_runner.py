@@ -122,7 +122,8 @@ def test_schedules_run_each_kind_and_count_new_pairs_per_kind(service) -> None:
     assert runner.start_schedule(settings)
     try:
         jobs = {job.id: job for job in runner._scheduler.get_jobs()}
-        assert set(jobs) == {"cycle", "adapter"} and tuple(jobs["adapter"].args) == ("adapter",)
+        assert set(jobs) == {"cycle", "adapter", "retention"} and tuple(jobs["adapter"].args) == ("adapter",)
+        assert "hour='3'" in str(jobs["retention"].trigger) and "minute='30'" in str(jobs["retention"].trigger)
     finally:
         runner.shutdown()
     with service.store.transaction() as con:
@@ -132,3 +133,19 @@ def test_schedules_run_each_kind_and_count_new_pairs_per_kind(service) -> None:
         ).fetchall()
     assert runner.last_window_end("adapter").year == 2030
     assert runner.last_window_end("full") is None  # an hourly adapter cycle does not starve the nightly full one
+
+
+def test_a_scheduled_retention_run_that_meets_a_cycle_is_deferred_not_skipped(service: Service) -> None:
+    runner = CycleRunner(service)
+    assert not runner.start_schedule(service.settings.model_copy(update={"retention_cron": ""}))
+    assert runner.start_schedule(service.settings)  # retention alone is a schedule (daily by default)
+    try:
+        with runner.maintenance("roll back"):  # what a cycle start or a rollback holds
+            with pytest.raises(Conflict, match="run retention after it"):
+                runner.gc()
+            runner.scheduled_gc()
+        retry = runner._scheduler.get_job("retention-retry")
+        assert retry is not None and (retry.next_run_time.replace(tzinfo=None) - utcnow()).total_seconds() > 600
+    finally:
+        runner.shutdown()
+    assert runner.gc(dry_run=True)["dry_run"] is True  # the lock is free again

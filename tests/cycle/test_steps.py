@@ -137,9 +137,17 @@ def test_mine_and_split_records_the_window_and_keeps_each_query_group_on_one_sid
         service.store.add_events([Event(f"e{n}", f"s{n}", f"{topic}-0", "click")])
     report = _report("c-mine")
     mined, train, heldout = mine_and_split(service, service.encoder, report)
-    assert report.window.model_dump() == {"start": None, "end": mined.window_end.isoformat()}
+    assert report.window.model_dump() == {
+        "start": None,
+        "end": mined.window_end.isoformat(),
+        "next_traffic_start": None,
+    }
     assert len(mined.pairs) == len(TOPICS) and all(p.label == 1 for p in mined.pairs)
     assert sorted(p.group for p in train + heldout) == sorted(p.group for p in mined.pairs)
+    service.settings = service.settings.model_copy(update={"next_traffic_percent": 25})
+    mined, _, _ = mine_and_split(service, service.encoder, report)  # retention keeps this window and later
+    assert mined.next_traffic_start is not None
+    assert report.window.next_traffic_start == mined.next_traffic_start.isoformat()
     assert train and heldout, "16 query groups at 50% land on both sides"
     assert all(is_heldout(p.group, 50) for p in heldout) and not any(is_heldout(p.group, 50) for p in train)
 

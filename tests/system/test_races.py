@@ -36,17 +36,24 @@ def test_a_rollback_in_progress_refuses_a_second_rollback_and_a_cycle_start(api:
     assert api.get("/cycles").json() == []  # nothing was started while the rollback held the lock
 
 
-def test_a_rollback_while_a_cycle_runs_is_refused(tmp_path: Path, tiny_model_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "d", base_model=str(tiny_model_path), cycle_mode="full")
+def test_a_rollback_or_a_retention_run_while_a_cycle_runs_is_refused(tmp_path: Path, tiny_model_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "d", base_model=str(tiny_model_path), cycle_mode="full", retain_searches_days=0.001
+    )
     with TestClient(create_app(settings)) as api:
         assert api.post("/documents", json={"documents": world_documents()}).status_code == 200
         simulate_users(api)
+        before = api.get("/stats").json()
         cycle_id = api.post("/cycles").json()["cycle_id"]
         refused = api.post("/models/rollback", json={})
+        gc_refused = api.post("/ops/gc", json={})
         running = api.get(f"/cycles/{cycle_id}").json()["state"] in ("queued", "running")
+        during = api.get("/stats").json()
         wait_for(api, cycle_id)
     # Training starts a child process (seconds): the cycle is still running when the rollback arrives.
     assert running and refused.status_code == 409 and "is running" in refused.json()["detail"]
+    assert gc_refused.status_code == 409 and "run retention after it finished" in gc_refused.json()["detail"]
+    assert during == before  # the log the cycle reads did not shrink under it
 
 
 def test_a_trainer_over_the_cycle_budget_is_killed_and_the_cycle_fails_with_the_reason(

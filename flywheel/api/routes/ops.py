@@ -1,11 +1,12 @@
-"""Operational routes: health with the serving version, an unauthenticated liveness probe, store counts."""
+"""Operational routes: health with the serving version, an unauthenticated liveness probe, store counts, and a
+retention run (admin key)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from flywheel.api.deps import SearchKey, ServiceDep
-from flywheel.api.schemas import HealthOut, StatsOut
+from flywheel.api.deps import AdminKey, RunnerDep, SearchKey, ServiceDep
+from flywheel.api.schemas import GcIn, GcOut, HealthOut, StatsOut
 
 router = APIRouter()
 
@@ -26,3 +27,9 @@ def livez() -> dict[str, str]:
 def stats(svc: ServiceDep) -> StatsOut:
     """Row counts of the event store."""
     return StatsOut(**svc.store.stats())
+
+
+@router.post("/ops/gc", response_model=GcOut, dependencies=[AdminKey], tags=["ops"])
+def post_gc(runner: RunnerDep, body: GcIn | None = None) -> GcOut:
+    """Apply the retention settings now (optional body {"dry_run": true}: only count); 409 while a cycle runs."""
+    return GcOut(**runner.gc(dry_run=body.dry_run if body else False))

@@ -19,6 +19,8 @@ class Window(BaseModel):
 
     start: str | None = None
     end: str | None = None
+    # The first search of the next traffic held out by time (None: none held out); retention keeps it and later.
+    next_traffic_start: str | None = None
 
 
 class Metrics(BaseModel):
