@@ -90,6 +90,48 @@ class UbiEventsIn(
         return self.root if isinstance(self.root, list) else [self.root]
 
 
+class UbiQueryIn(_Open):
+    query_id: IdStr = Field(min_length=1, description="the id the client's UBI events will name")
+    user_query: PlainStr = Field(min_length=1, description="what the user asked")
+    client_id: IdStr | None = Field(None, description="stored as the search's user_id")
+    query_response_hit_ids: list[IdStr | StrictInt] | None = Field(
+        None, description="the doc_ids of the hits shown, best first (an integer is read as its decimal text)"
+    )
+    query_response_object_ids: list[IdStr | StrictInt] | None = Field(
+        None, description="the same, under the name some UBI writers use"
+    )
+    timestamp: Any = Field(None, description="ignored: flywheel orders searches by when it received them")
+    query: Any = Field(None, description="ignored (the engine's own query DSL)")
+    query_attributes: Any = Field(None, description="ignored")
+
+    @property
+    def hit_ids(self) -> list[str] | None:
+        """The hits shown, as text, best first."""
+        ids = self.query_response_hit_ids if self.query_response_hit_ids is not None else self.query_response_object_ids
+        return None if ids is None else [str(i) for i in ids]
+
+
+class UbiQueriesIn(
+    RootModel[
+        Annotated[
+            Annotated[list[UbiQueryIn], Tag("many")] | Annotated[UbiQueryIn, Tag("one")],
+            Discriminator(_shape),
+        ]
+    ]
+):
+    """The body of POST /ubi/queries: one UBI query record, or a JSON array of them."""
+
+    @property
+    def queries(self) -> list[UbiQueryIn]:
+        """The queries, one or many, in request order."""
+        return self.root if isinstance(self.root, list) else [self.root]
+
+
+class UbiQueriesOut(BaseModel):
+    stored: int = Field(description="searches logged with their hits")
+    duplicates: int = Field(description="queries logged before with the same hits")
+
+
 class UbiOut(BaseModel):
     accepted: int = Field(description="new feedback events stored")
     duplicates: int = Field(description="events stored before (the same event sent again)")

@@ -25,6 +25,7 @@ from flywheel.types import Document, Event, Impression
 from flywheel.util.files import to_utc_naive, utcnow
 
 EVENT_TYPES = ("click", "skip", "thumbs_up", "thumbs_down")
+EXTERNAL_VERSION = "external"  # the model_version of a search another engine answered (UBI queries)
 
 
 def _x(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -330,6 +331,26 @@ class Store:
             finally:
                 con.unregister("_ev_batch")
         return accepted, len(events) - accepted
+
+    def log_external_searches(self, searches: list[tuple[str, str, str | None, list[str]]]) -> None:
+        """Record searches another engine answered, with the hits it showed, all in one transaction.
+
+        Args:
+            searches: (search_id, query, user_id, doc ids shown best first) each; the model version is "external".
+        """
+        now = utcnow()
+        with self.transaction() as con:
+            for search_id, query, user_id, doc_ids in searches:
+                _x(
+                    con,
+                    "INSERT INTO searches (search_id, ts, query, k, model_version, user_id) VALUES (?, ?, ?, ?, ?, ?)",
+                    [search_id, now, query, max(len(doc_ids), 1), EXTERNAL_VERSION, user_id],
+                )
+                if doc_ids:
+                    con.executemany(
+                        "INSERT INTO impressions (search_id, rank, doc_id, score) VALUES (?, ?, ?, 0.0)",
+                        [[search_id, rank, doc_id] for rank, doc_id in enumerate(doc_ids, start=1)],
+                    )
 
     def shown_ranks(self, search_ids: set[str]) -> dict[str, dict[str, int]]:
         """search_id -> {doc_id: rank it was shown at} for each of these searches that was logged (a search with

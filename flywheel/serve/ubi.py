@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from flywheel.errors import InvalidInput
+from flywheel.errors import Conflict, InvalidInput
 from flywheel.serve.service import Service
 from flywheel.types import Event
 from flywheel.util.files import to_utc_naive
@@ -99,13 +99,76 @@ def ingest_ubi(service: Service, events: list[UbiEvent], actions: dict[str, str]
     return result
 
 
+@dataclass(frozen=True)
+class UbiQuery:
+    """A UBI query record: a search another engine answered, and the hits it showed (best first)."""
+
+    query_id: str
+    user_query: str
+    hit_ids: list[str]
+    client_id: str | None = None
+
+
+def ingest_ubi_queries(service: Service, queries: list[UbiQuery]) -> tuple[int, int]:
+    """Log searches another engine answered, with their hits, so their UBI events can be taken as feedback.
+
+    A query_id sent again with the same hits is a duplicate; with other hits, or one flywheel answered itself, a
+    conflict. Every hit must be a stored document (a click on an unknown document could not be trained on).
+
+    Returns:
+        (searches stored, duplicates).
+
+    Raises:
+        InvalidInput: a query repeats a hit or names documents flywheel does not hold; nothing is written.
+        Conflict: a query_id is already logged with other hits; nothing is written.
+    """
+    problems: list[str] = []
+    conflicts: list[str] = []
+    first: dict[str, int] = {}
+    doc_ids = sorted({d for q in queries for d in q.hit_ids})
+    known = set(service.store.document_texts(doc_ids)) if doc_ids else set()
+    logged = service.store.shown_ranks({q.query_id for q in queries})
+    new: list[UbiQuery] = []
+    duplicates = 0
+    for i, query in enumerate(queries):
+        ranks = {d: r for r, d in reversed(list(enumerate(query.hit_ids, start=1)))}
+        if len(ranks) != len(query.hit_ids):
+            problems.append(f"queries[{i}] ({query.query_id!r}): a hit id appears twice in query_response_hit_ids")
+            continue
+        missing = [d for d in query.hit_ids if d not in known]
+        if missing:
+            problems.append(f"queries[{i}] ({query.query_id!r}): unknown doc_id(s) {', '.join(map(repr, missing[:5]))}")
+            continue
+        earlier = first.setdefault(query.query_id, i)
+        previous = logged.get(query.query_id)
+        if earlier != i:
+            same = queries[earlier].hit_ids == query.hit_ids
+            if not same:
+                conflicts.append(
+                    f"queries[{i}] ({query.query_id!r}): queries[{earlier}] has the same query_id and other hits"
+                )
+            duplicates += same
+        elif previous is not None:
+            if previous != ranks:
+                conflicts.append(f"queries[{i}] ({query.query_id!r}): this query_id is already logged with other hits")
+            duplicates += previous == ranks
+        else:
+            new.append(query)
+    if problems:
+        raise InvalidInput("batch rejected, nothing was stored: " + "; ".join(problems[:20]))
+    if conflicts:
+        raise Conflict("batch rejected, nothing was stored: " + "; ".join(conflicts[:20]))
+    service.store.log_external_searches([(q.query_id, q.user_query, q.client_id, q.hit_ids) for q in new])
+    return len(new), duplicates
+
+
 def _check(event: UbiEvent, ranks: dict[str, int] | None) -> str | None:
     """What is wrong with a mapped event given the ranks its search showed (None: flywheel never served it)."""
     if ranks is None:
         return (
-            f"query_id {event.query_id!r} is not a search flywheel served; send the search_id of the POST /search "
-            "answer as query_id (events on result lists of other engines are not accepted: flywheel learns only "
-            "from lists it showed and logged)"
+            f"query_id {event.query_id!r} is not a search flywheel knows; send the search_id of the POST /search "
+            "answer as query_id, or first POST /ubi/queries with the hits that query showed (flywheel learns only "
+            "from lists whose shown results it knows)"
         )
     if event.object_id not in ranks:
         return f"object_id {event.object_id!r} was not shown in search {event.query_id!r}"
@@ -117,4 +180,4 @@ def _check(event: UbiEvent, ranks: dict[str, int] | None) -> str | None:
     return None
 
 
-__all__ = ["UbiEvent", "UbiResult", "ingest_ubi", "ubi_event_id"]
+__all__ = ["UbiEvent", "UbiQuery", "UbiResult", "ingest_ubi", "ingest_ubi_queries", "ubi_event_id"]

@@ -21,13 +21,14 @@ from tests.helpers.server import serve_in_thread
 PUBLIC = {"/livez", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 # Routes a search key may call; every route not listed here or in PUBLIC is an admin route, so a new
 # route is admin-only in this test until someone decides otherwise.
-SEARCH = {"/search", "/feedback", "/ubi/events", "/healthz", "/stats", "/models", "/metrics"}
+SEARCH = {"/search", "/feedback", "/ubi/events", "/ubi/queries", "/healthz", "/stats", "/models", "/metrics"}
 # What each route answers once the key check passes (called with an empty JSON body and unknown ids): the
 # status of the route itself, so a key that only seems to pass (a 404 or 500 from somewhere else) shows.
 SEARCH_KEY_ANSWERS = {
     ("POST", "/search"): 422,  # the empty body fails validation: the key was accepted
     ("POST", "/feedback"): 422,
     ("POST", "/ubi/events"): 422,
+    ("POST", "/ubi/queries"): 422,
     ("GET", "/healthz"): 200,
     ("GET", "/stats"): 200,
     ("GET", "/models"): 200,

@@ -118,7 +118,7 @@ def test_a_query_id_flywheel_did_not_serve_is_rejected_with_what_to_send(loaded_
     response = loaded_api.post("/ubi/events", json=ubi("opensearch-query-1", doc, ordinal=1))
     assert response.status_code == 422
     detail = response.json()["detail"]
-    assert "query_id 'opensearch-query-1' is not a search flywheel served" in detail
+    assert "query_id 'opensearch-query-1' is not a search flywheel knows" in detail
     assert "search_id of the POST /search answer" in detail
     assert stored(loaded_api) == []
 
