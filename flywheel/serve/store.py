@@ -301,11 +301,14 @@ class Store:
                 bad = _x(
                     con,
                     """
+                    WITH shown AS (  -- only the batch's searches: a semi-join, not every impression ever logged
+                        SELECT DISTINCT i.search_id, i.doc_id FROM impressions i
+                        WHERE i.search_id IN (SELECT search_id FROM _ev_batch)
+                    )
                     SELECT b.idx, b.event_id, b.search_id, b.doc_id, s.search_id IS NULL AS no_search
                     FROM _ev_batch b
                     LEFT JOIN searches s ON s.search_id = b.search_id
-                    LEFT JOIN (SELECT DISTINCT search_id, doc_id FROM impressions) i
-                           ON i.search_id = b.search_id AND i.doc_id = b.doc_id
+                    LEFT JOIN shown i ON i.search_id = b.search_id AND i.doc_id = b.doc_id
                     WHERE s.search_id IS NULL OR i.doc_id IS NULL
                     ORDER BY b.idx LIMIT 20
                     """,
