@@ -80,5 +80,25 @@ def feedback_events(
     return events
 
 
+def send_feedback(
+    client: Any,
+    sources: Sequence[Any],
+    *,
+    clicked: int | Sequence[int] | None = None,
+    thumbs: Thumbs | None = None,
+    cited: Sequence[int] | None = None,
+    wait: bool = False,
+) -> list[dict[str, Any]]:
+    """Send `feedback_events` for these sources through a flywheel `Client`: posted now with `wait` (errors
+    raised), else queued on its batcher. Returns the events (queued ones with their event ids)."""
+    events = feedback_events(sources, clicked=clicked, thumbs=thumbs, cited=cited)
+    if not events:
+        return []
+    if wait:
+        client.feedback(events)
+        return events
+    return client.feedback.send(events)
+
+
 def _event(metadata: Mapping[str, Any], kind: str) -> dict[str, Any]:
     return {"search_id": str(metadata["search_id"]), "doc_id": str(metadata["doc_id"]), "type": kind}

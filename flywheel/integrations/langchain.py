@@ -19,7 +19,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import PrivateAttr
 
 from flywheel.client import AsyncClient, Client
-from flywheel.integrations.feedback import Thumbs, feedback_events, hit_metadata
+from flywheel.integrations.feedback import Thumbs, hit_metadata, send_feedback
 
 
 class FlywheelRetriever(BaseRetriever):
@@ -94,13 +94,7 @@ class FlywheelRetriever(BaseRetriever):
             The events (queued ones with their event ids).
         """
         assert self.client is not None
-        events = feedback_events(documents, clicked=clicked, thumbs=thumbs, cited=cited)
-        if not events:
-            return []
-        if wait:
-            self.client.feedback(events)
-            return events
-        return self.client.feedback.send(events)
+        return send_feedback(self.client, documents, clicked=clicked, thumbs=thumbs, cited=cited, wait=wait)
 
     def close(self) -> None:
         """Flush queued feedback and close the client's connections."""

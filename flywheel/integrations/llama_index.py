@@ -20,7 +20,7 @@ from llama_index.core.vector_stores.types import FilterCondition, FilterOperator
 
 from flywheel.client import AsyncClient, Client
 from flywheel.errors import InvalidInput
-from flywheel.integrations.feedback import FLYWHEEL_KEYS, Thumbs, feedback_events, hit_metadata
+from flywheel.integrations.feedback import FLYWHEEL_KEYS, Thumbs, hit_metadata, send_feedback
 
 
 class FlywheelRetriever(BaseRetriever):
@@ -94,13 +94,7 @@ class FlywheelRetriever(BaseRetriever):
         Returns:
             The events (queued ones with their event ids).
         """
-        events = feedback_events(nodes, clicked=clicked, thumbs=thumbs, cited=cited)
-        if not events:
-            return []
-        if wait:
-            self.client.feedback(events)
-            return events
-        return self.client.feedback.send(events)
+        return send_feedback(self.client, nodes, clicked=clicked, thumbs=thumbs, cited=cited, wait=wait)
 
     def close(self) -> None:
         """Flush queued feedback and close the client's connections."""
