@@ -224,6 +224,27 @@ class Settings(BaseSettings):
     # Scheduling (inside `flywheel serve`).
     cycle_interval_minutes: float | None = Field(None, gt=0, description="run a cycle every N minutes")
     cycle_cron: str | None = Field(None, description="or a crontab expression, e.g. '0 3 * * *'")
+    # The embedded vector engine (flywheel.serve.engine, edge_index) and the HNSW index of new collections.
+    qdrant_engine: Literal["edge", "local"] | None = Field(
+        None,
+        description="embedded vector engine when qdrant_url is not set: 'edge' (Qdrant Edge in-process: HNSW "
+        "index, filters in the engine) or 'local' (qdrant-client local mode: scans every vector); unset: the "
+        "engine the data dir records in engine.json (edge for a new data dir); a data dir keeps the engine it "
+        "was made with until `flywheel migrate-engine --to ...` moves it",
+    )
+    hnsw_m: int = Field(16, ge=4, le=128, description="HNSW edges per node of new collections (edge, server)")
+    hnsw_ef_construct: int = Field(
+        100, ge=4, le=2000, description="HNSW candidates while building new collections' graphs (edge, server)"
+    )
+    hnsw_ef: int | None = Field(
+        128, ge=1, le=10_000, description="HNSW candidates per search (edge, server; unset: Qdrant's default)"
+    )
+    quantization: Literal["none", "int8"] = Field(
+        "none",
+        description="int8: new collections also keep int8 scalar-quantized vectors that the HNSW search reads, "
+        "rescored with the float vectors (edge, server)",
+    )
+
     min_new_pairs: int = Field(100, ge=0, description="skip a scheduled cycle until this many new pairs arrived")
 
     @field_validator("admin_keys", "search_keys", mode="before")
