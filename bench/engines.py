@@ -33,6 +33,7 @@ from flywheel.serve.index import Index
 from flywheel.types import Document
 
 ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path("/work/shared/data/quora_duplicate_questions")
 DIM = 384
 K = 10
 
@@ -122,6 +123,58 @@ def _local_disk_write(rng: np.random.Generator, n: int = 1000) -> float:
             client.close()
 
 
+def _real_recall(n: int, args: argparse.Namespace) -> dict:
+    """Edge's recall@10 on real embeddings: n distinct Quora questions (the shared pool) embedded with the packaged
+    MiniLM, queried by 200 other questions; exact numpy search is the truth."""
+    import gzip
+
+    from flywheel.models.loading import load_model
+    from flywheel.util.packaged import packaged_model_path
+
+    seen: dict[str, None] = {}
+    for name in ("dev.jsonl.gz", "train_pool.jsonl.gz"):
+        with gzip.open(SHARED / name, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                seen.update({row["question1"]: None, row["question2"]: None})
+    texts = list(seen)[: n + args.queries]
+    model = load_model(packaged_model_path(), "cpu")
+    start = time.perf_counter()
+    embedded = model.encode(texts, batch_size=128, normalize_embeddings=True, convert_to_numpy=True)
+    encode_s = time.perf_counter() - start
+    vectors, queries = embedded[:n].astype(np.float32), embedded[n:].astype(np.float32)
+    truth = [{f"d{j}" for j in r} for r in np.argsort(-(queries @ vectors.T), axis=1)[:, :K]]
+    docs = [Document(f"d{i}", t, {}) for i, t in enumerate(texts[:n])]
+    with tempfile.TemporaryDirectory() as tmp:
+        edge = EdgeIndex(Path(tmp), "documents", args.hnsw_m, args.hnsw_ef_construct, args.hnsw_ef)
+        try:
+            edge.create("v1", vectors.shape[1])
+            edge.upsert("v1", docs, vectors, batch_size=512)
+            edge.point_alias("v1")
+            start = time.perf_counter()
+            edge.optimize("v1")
+            build_s = time.perf_counter() - start
+            sweep, latency = {}, {}
+            for ef in args.ef_sweep:
+                edge.hnsw_ef = ef
+                seconds, found = [], []
+                for q, t in zip(queries, truth, strict=True):
+                    start = time.perf_counter()
+                    hits = edge.search(q, K)
+                    seconds.append(time.perf_counter() - start)
+                    found.append(len({h.doc_id for h in hits} & t) / K)
+                sweep[str(ef)], latency[str(ef)] = float(np.mean(found)), _percentiles(seconds)
+        finally:
+            edge.close()
+    return {
+        "documents": n,
+        "encode_s": encode_s,
+        "edge_index_build_s": build_s,
+        "recall_edge_by_ef": sweep,
+        "edge_latency_by_ef": latency,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,50000,200000")
@@ -131,14 +184,18 @@ def main() -> None:
     parser.add_argument("--hnsw-ef-construct", type=int, default=100)
     parser.add_argument("--hnsw-ef", type=int, default=128)
     parser.add_argument("--ef-sweep", default="32,64,128,256")
+    parser.add_argument("--real", type=int, default=0, help="also: Edge's recall on N real MiniLM embeddings")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engines.json")
     args = parser.parse_args()
     args.ef_sweep = [int(x) for x in args.ef_sweep.split(",")]
     rng = np.random.default_rng(0)
+    real = _real_recall(args.real, args) if args.real else None
+    if real is not None:
+        print(json.dumps(real), flush=True)
     local_write = _local_disk_write(rng)
     print(f"local mode on disk writes {local_write:.0f} documents/s", flush=True)
     rows = []
-    for n in [int(s) for s in args.sizes.split(",")]:
+    for n in [int(s) for s in args.sizes.split(",") if s]:
         with tempfile.TemporaryDirectory() as tmp:
             rows.append(_build(n, rng, Path(tmp), args))
         print(json.dumps(rows[-1]), flush=True)
@@ -154,8 +211,9 @@ def main() -> None:
                 f"{r['recall_' + name]:.3f} | {r[name + '_write_s']:.0f} | "
                 f"{r['edge_index_build_s'] if name == 'edge' else 0:.0f} |"
             )
-    for r in rows:
-        print(f"edge recall@10 by hnsw_ef at {r['documents']:,}: {r['recall_edge_by_ef']}")
+    for r in rows + ([real] if real else []):
+        kind = "real MiniLM" if r is real else "random"
+        print(f"edge recall@10 by hnsw_ef, {r['documents']:,} {kind} vectors: {r['recall_edge_by_ef']}")
     result = {
         "command": "bench/engines.py --sizes " + args.sizes,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg()[0]},
@@ -164,6 +222,7 @@ def main() -> None:
         "queries": args.queries,
         "filtered_queries": args.filtered,
         "rows": rows,
+        "real": real,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
