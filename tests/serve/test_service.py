@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from flywheel.api.app import create_app
 from flywheel.config import Settings
+from flywheel.errors import NotFound
 from flywheel.models.query_adapter import QueryAdapter
 from flywheel.models.registry import ModelVersion
-from flywheel.errors import NotFound
 from flywheel.serve.edge_index import EdgeIndex
 from flywheel.serve.service import Service
 from flywheel.types import Document

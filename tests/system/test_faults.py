@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from flywheel.config import Settings
-from flywheel.serve.engine import open_index
 from flywheel.lab.simulate import UserModel, simulate
+from flywheel.serve.engine import open_index
 from tests.helpers.factories import world_documents, world_queries
 from tests.helpers.server import KILL_IN_SWAP, ServerProcess
 
