@@ -9,10 +9,13 @@ vectors, the metadata Qdrant keeps for a collection).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import fcntl
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +29,7 @@ import qdrant_edge as qe
 from rich.progress import Progress
 
 from flywheel.errors import IndexMismatch, NotFound, StoreLocked
+from flywheel.serve.edge_filter import edge_filter
 from flywheel.serve.index import BACKEND_KEY, HASH_KEY, Index, content_hash, point_id
 from flywheel.types import Document, Hit
 from flywheel.util.files import read_json, write_json_atomic
@@ -121,7 +125,12 @@ class EdgeIndex:
             if shard is None:
                 if not self.exists(version):
                     raise NotFound(f"collection {self.collection(version)} does not exist")
-                shard = qe.EdgeShard.load(str(self._dir(version)))
+                try:
+                    shard = qe.EdgeShard.load(str(self._dir(version)))
+                except Exception as exc:  # the binding raises a bare Exception
+                    if "WouldBlock" in str(exc):
+                        raise StoreLocked(f"{self._dir(version)} is in use by another process") from exc
+                    raise
                 with self._guard:
                     self._shards[version] = shard
             return shard
@@ -289,7 +298,7 @@ class EdgeIndex:
             limit=k,
             query=qe.Query.Nearest(vector.tolist()),
             with_payload=True,
-            filter=_edge_filter(metadata_filter) if metadata_filter else None,
+            filter=edge_filter(metadata_filter) if metadata_filter else None,
             params=qe.SearchParams(hnsw_ef=self.hnsw_ef, quantization=quantization),
         )
         return [
@@ -366,7 +375,10 @@ class EdgeIndex:
             log.info("building the HNSW index of %s (%d points)", self.collection(version), info.points_count)
             self._release(version)
             done = subprocess.run(
-                [sys.executable, "-c", _BUILDER, str(self._dir(version))], capture_output=True, text=True
+                [sys.executable, "-c", _BUILDER, str(self._dir(version))],
+                capture_output=True,
+                text=True,
+                preexec_fn=_die_with_parent,
             )
             if done.returncode != 0:
                 raise IndexMismatch(f"building the index of {self.collection(version)} failed: {done.stderr[-500:]}")
@@ -390,28 +402,11 @@ class EdgeIndex:
             self._lock_file.close()
 
 
-def _edge_filter(metadata_filter: dict[str, Any]) -> qe.Filter:
-    """The Edge filter of a metadata filter: one condition per key on `metadata.<key>`, all of them must hold."""
-    conditions: list[Any] = []
-    for key, value in metadata_filter.items():
-        path = f"metadata.{key}"
-        values = value if isinstance(value, list) else [value]
-        homogeneous = all(isinstance(v, str) for v in values) or all(
-            isinstance(v, int) and not isinstance(v, bool) for v in values
-        )
-        if homogeneous:
-            match = qe.MatchAny(values) if isinstance(value, list) else qe.MatchValue(value)
-            conditions.append(qe.FieldCondition(key=path, match=match))
-        else:  # booleans or a mix of types, which MatchAny cannot hold: any one of the values
-            options = [qe.FieldCondition(key=path, match=qe.MatchValue(_scalar(v))) for v in values]
-            conditions.append(options[0] if len(options) == 1 else qe.Filter(should=options))
-    return qe.Filter(must=conditions)
-
-
-def _scalar(value: Any) -> Any:
-    """A filter value as the binding reads it: it takes a Python bool for the integer it subclasses (so True
-    would match 1 and never a stored true), while numpy's bool is read as a boolean."""
-    return np.bool_(value) if isinstance(value, bool) else value
+def _die_with_parent() -> None:
+    """In the builder, before it starts: the kernel kills it when the server dies (Linux), so a killed server
+    leaves no builder holding the shard; a build cut short is safe, the next start builds again."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the builder finishes on its own
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 __all__ = ["EdgeIndex", "META_FILE", "OPTIMIZE_MIN_UNINDEXED"]
