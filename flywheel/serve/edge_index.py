@@ -95,6 +95,9 @@ class EdgeIndex:
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()  # the two maps
         self._pointer = root / f"{alias}.json"
+        for leftover in root.glob(f".{alias}__*"):  # a create or drop that a crash cut short
+            if ".creating-" in leftover.name or ".dropping-" in leftover.name:
+                shutil.rmtree(leftover, ignore_errors=True)
 
     # --- shards -----------------------------------------------------------------------------------------
 

@@ -144,6 +144,9 @@ def test_edge_pointer_and_shards_survive_interrupted_writes(edge: EdgeIndex) -> 
     with pytest.raises(NotFound, match="documents__v9"):
         edge.point_alias("v9")
     assert edge.serving_version() == "v2"
+    edge.close()
+    EdgeIndex(edge.root, "documents").close()  # the next open clears the leftovers
+    assert sorted(p.name for p in edge.root.iterdir() if p.name.startswith(".documents__")) == []
 
 
 def test_dropping_the_serving_shard_unsets_the_pointer(edge: EdgeIndex) -> None:
