@@ -272,8 +272,8 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="metadata keys searches filter on -> Qdrant index type (keyword, integer, float, bool, "
         "datetime, uuid), as 'tenant:keyword,lang:keyword' or a JSON object; dotted keys for nested metadata; "
-        "created on every collection at start and on each new one, so a swap keeps them (a Qdrant server uses "
-        "them; local mode has no payload indexes)",
+        "created on every collection at start and on each new one, so a swap keeps them (Qdrant Edge and a "
+        "server build them; local mode keeps none)",
     )
     ubi_actions: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=lambda: dict(UBI_ACTIONS),
@@ -316,6 +316,27 @@ class Settings(BaseSettings):
         description="when `flywheel serve` applies retention (UTC crontab, default daily at 03:30; deferred while "
         "a cycle runs); empty: only `flywheel gc` or POST /ops/gc trims",
     )
+    # The embedded vector engine (flywheel.serve.engine, edge_index) and the HNSW index of new collections.
+    qdrant_engine: Literal["edge", "local"] | None = Field(
+        None,
+        description="embedded vector engine when qdrant_url is not set: 'edge' (Qdrant Edge in-process: HNSW "
+        "index, filters in the engine) or 'local' (qdrant-client local mode: scans every vector); unset: the "
+        "engine the data dir records in engine.json (edge for a new data dir); a data dir keeps the engine it "
+        "was made with until `flywheel migrate-engine --to ...` moves it",
+    )
+    hnsw_m: int = Field(16, ge=4, le=128, description="HNSW edges per node of new collections (edge, server)")
+    hnsw_ef_construct: int = Field(
+        100, ge=4, le=2000, description="HNSW candidates while building new collections' graphs (edge, server)"
+    )
+    hnsw_ef: int | None = Field(
+        128, ge=1, le=10_000, description="HNSW candidates per search (edge, server; unset: Qdrant's default)"
+    )
+    quantization: Literal["none", "int8"] = Field(
+        "none",
+        description="int8: new collections also keep int8 scalar-quantized vectors that the HNSW search reads, "
+        "rescored with the float vectors (edge, server)",
+    )
+
     min_new_pairs: int = Field(100, ge=0, description="skip a scheduled cycle until this many new pairs arrived")
 
     @field_validator("admin_keys", "search_keys", mode="before")

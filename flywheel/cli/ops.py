@@ -1,4 +1,4 @@
-"""The commands that work on a data dir: serve, ingest, stats, retrain, rollback, gc, export, reports."""
+"""The commands that work on a data dir: serve, ingest, stats, retrain, rollback, gc, export, migrate-engine, reports."""
 
 from __future__ import annotations
 
@@ -257,6 +257,30 @@ def export_onnx(
         console.print(f"  int8 accuracy guard {verdict} on {guard['data']}: {guard['reason']}", highlight=False)
         if not guard["passed"]:
             console.print("  FLYWHEEL_ENCODER_BACKEND=onnx-int8 will encode with onnx fp32 for this version")
+
+    run_command(go)
+
+
+@app.command("migrate-engine")
+def migrate_engine(
+    to: Annotated[str, typer.Option("--to", help="The embedded engine to move to: edge | local.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Move the data dir's collections to another embedded engine, copying the stored vectors (stop the server
+    first); the data dir then records and opens with that engine."""
+
+    def go() -> None:
+        from flywheel.serve.engine import migrate_engine as migrate
+
+        settings = settings_from(config, data_dir=data_dir)
+        result = migrate(settings, to)
+        for version, copied in result.copied.items():
+            left = result.left_to_repair.get(version, 0)
+            note = f" ({left} documents to re-embed on the next start)" if left else ""
+            console.print(f"  {version}: {copied} points copied{note}")
+        serving = f", serving {result.serving}" if result.serving else ""
+        console.print(f"moved {settings.data_dir} from {result.source} to {result.target}{serving}")
 
     run_command(go)
 

@@ -65,6 +65,11 @@ def open_qdrant(settings: Settings) -> QdrantClient:
 class Index:
     """Collections, the serving alias, upserts and searches."""
 
+    # HNSW, quantization and search parameters of new collections (server mode: set by `engine.open_index`).
+    hnsw_config: models.HnswConfigDiff | None = None
+    quantization_config: models.ScalarQuantization | None = None
+    search_params: models.SearchParams | None = None
+
     def __init__(
         self,
         client: QdrantClient,
@@ -113,6 +118,8 @@ class Index:
             shard_number=self.shards,
             replication_factor=self.replication,
             metadata={BACKEND_KEY: backend} if backend else None,
+            hnsw_config=self.hnsw_config,
+            quantization_config=self.quantization_config,
         )
         # Before any point: the server then indexes points as they arrive instead of in one pass afterwards.
         self.ensure_payload_indexes(version)
@@ -259,7 +266,12 @@ class Index:
         """
         query_filter = _payload_filter(metadata_filter) if metadata_filter else None
         result = self.client.query_points(
-            collection or self.alias, query=vector.tolist(), limit=k, with_payload=True, query_filter=query_filter
+            collection or self.alias,
+            query=vector.tolist(),
+            limit=k,
+            with_payload=True,
+            query_filter=query_filter,
+            search_params=self.search_params,
         )
         return [
             Hit(
@@ -326,6 +338,15 @@ class Index:
             if offset is None:
                 return found
 
+    def optimize(self, version: str) -> bool:
+        """Nothing to do: a Qdrant server indexes in the background and local mode has no index (see
+        `EdgeIndex.optimize`). Returns False."""
+        return False
+
+    def close(self) -> None:
+        """Close the client."""
+        self.client.close()
+
 
 def _indexed_fields(info: models.CollectionInfo) -> dict[str, str]:
     """Payload field -> index type from a collection's info."""
@@ -334,8 +355,14 @@ def _indexed_fields(info: models.CollectionInfo) -> dict[str, str]:
 
 def _payload_filter(metadata_filter: dict[str, Any]) -> models.Filter:
     """The Qdrant filter of a metadata filter: one condition per key on `metadata.<key>`, all of them must hold."""
-    conditions = []
+    conditions: list[Any] = []
     for key, value in metadata_filter.items():
-        match = models.MatchAny(any=list(value)) if isinstance(value, list) else models.MatchValue(value=value)
-        conditions.append(models.FieldCondition(key=f"metadata.{key}", match=match))
+        path = f"metadata.{key}"
+        if not isinstance(value, list):
+            conditions.append(models.FieldCondition(key=path, match=models.MatchValue(value=value)))
+        elif all(isinstance(v, str) for v in value) or all(type(v) is int for v in value):
+            conditions.append(models.FieldCondition(key=path, match=models.MatchAny(any=list(value))))
+        else:  # booleans or mixed types, which MatchAny cannot hold: any one of the values
+            options = [models.FieldCondition(key=path, match=models.MatchValue(value=v)) for v in value]
+            conditions.append(models.Filter(should=options))
     return models.Filter(must=conditions)

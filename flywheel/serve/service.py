@@ -25,8 +25,8 @@ from flywheel.models.encoder import Encoder, compatible, load_encoder
 from flywheel.models.loading import load_model
 from flywheel.models.query_adapter import QueryAdapter
 from flywheel.models.registry import ModelVersion, Registry
+from flywheel.serve.engine import VectorIndex, open_index
 from flywheel.serve.experiment import Experiment, merge, shadow_record
-from flywheel.serve.index import Index, open_qdrant
 from flywheel.serve.recovery import settle_promoted_cycles
 from flywheel.serve.repair import match_backend, repair
 from flywheel.serve.store import Store
@@ -52,7 +52,7 @@ class SearchResult:
 class Service:
     """Owns the DuckDB store, the Qdrant client, the registry and the live encoder of one data dir."""
 
-    def __init__(self, settings: Settings, store: Store, index: Index, registry: Registry) -> None:
+    def __init__(self, settings: Settings, store: Store, index: VectorIndex, registry: Registry) -> None:
         """Use `Service.open(settings)`; this constructor only wires parts that are already open."""
         self.settings = settings
         self.store = store
@@ -78,17 +78,10 @@ class Service:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store(settings.db_file)
         try:
-            client = open_qdrant(settings)
+            index = open_index(settings)  # the engine the data dir records (flywheel.serve.engine)
         except BaseException:
             store.close()
             raise
-        index = Index(
-            client,
-            settings.collection_alias,
-            settings.qdrant_shards,
-            settings.qdrant_replication,
-            settings.payload_indexes,
-        )
         service = cls(settings, store, index, Registry(settings.models_dir))
         try:
             service.reconcile(progress=progress)
@@ -101,7 +94,7 @@ class Service:
     def close(self) -> None:
         """Close Qdrant and DuckDB (checkpointing the WAL), under the serving lock: never halfway through a swap."""
         with self._serving:
-            self.index.client.close()
+            self.index.close()
             self.store.close()
 
     # --- the live encoder -------------------------------------------------------------------------------
@@ -214,6 +207,7 @@ class Service:
                 match_backend(self, base, encoder, progress)
                 self.index.ensure_payload_indexes(base.version)  # the setting may have changed since it was made
             repair(self, base.version, encoder, progress)
+            self.index.optimize(base.version)  # Edge: index what was written since the last build, before serving
             if self.index.serving_version() != base.version:
                 log.info("pointing alias %r at %s", self.index.alias, self.index.collection(base.version))
                 self.index.point_alias(base.version)
@@ -231,6 +225,7 @@ class Service:
         self.index.create(version, size, replace=True, backend=bulk.backend)
         for batch in self.store.iter_documents(batch_size=2048):
             self.embed_into(version, bulk, batch, progress=progress)
+        self.index.optimize(version)
 
     def embed_into(self, version: str, encoder: Encoder, docs: list[Document], progress: bool = False) -> None:
         """Encode documents and upsert them into a version's collection, in chunks, with a progress bar."""

@@ -57,13 +57,16 @@ def serve_in_thread(app: FastAPI, timeout: float = 60) -> Iterator[str]:
 # candidate, before the encoder switch and the registry's promotion: the worst moment of a swap.
 KILL_IN_SWAP = """
 import os, signal, sys
+from flywheel.serve.edge_index import EdgeIndex
 from flywheel.serve.index import Index
-_point_alias = Index.point_alias
-def point_alias(self, version):
-    _point_alias(self, version)
-    if version != "v1":
-        os.kill(os.getpid(), signal.SIGKILL)
-Index.point_alias = point_alias
+def killing(point_alias):
+    def wrapped(self, version):
+        point_alias(self, version)
+        if version != "v1":
+            os.kill(os.getpid(), signal.SIGKILL)
+    return wrapped
+Index.point_alias = killing(Index.point_alias)
+EdgeIndex.point_alias = killing(EdgeIndex.point_alias)
 from flywheel.cli import main
 sys.argv[0] = "flywheel"
 main()

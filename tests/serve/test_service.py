@@ -10,9 +10,10 @@ from fastapi.testclient import TestClient
 
 from flywheel.api.app import create_app
 from flywheel.config import Settings
+from flywheel.errors import NotFound
 from flywheel.models.query_adapter import QueryAdapter
 from flywheel.models.registry import ModelVersion
-from flywheel.serve.index import Index
+from flywheel.serve.edge_index import EdgeIndex
 from flywheel.serve.service import Service
 from flywheel.types import Document
 from flywheel.util.files import now_iso
@@ -58,11 +59,19 @@ def test_restart_rebuilds_lost_collection(settings: Settings) -> None:
         again.close()
 
 
-def test_qdrant_failure_rolls_back_duckdb(service: Service) -> None:
-    service.index.drop("v1")  # the next Qdrant write fails
-    with pytest.raises(ValueError, match="Collection documents__v1 not found"):  # qdrant-client, local mode
-        service.upsert_documents(DOCS[:2])
-    assert service.store.count_documents() == 0
+@pytest.mark.parametrize(
+    ("engine", "error", "message"),
+    [("local", ValueError, "Collection documents__v1 not found"), ("edge", NotFound, "documents__v1 does not exist")],
+)
+def test_qdrant_failure_rolls_back_duckdb(settings: Settings, engine: str, error: type, message: str) -> None:
+    service = Service.open(settings.model_copy(update={"qdrant_engine": engine}))
+    try:
+        service.index.drop("v1")  # the next Qdrant write fails
+        with pytest.raises(error, match=message):
+            service.upsert_documents(DOCS[:2])
+        assert service.store.count_documents() == 0
+    finally:
+        service.close()
 
 
 def test_swap_switches_alias_and_encoder_together(service: Service, tmp_path, tiny_model_path) -> None:
@@ -86,7 +95,7 @@ def test_swap_switches_alias_and_encoder_together(service: Service, tmp_path, ti
     assert [h.doc_id for h in result.hits] == [h.doc_id for h in expected]
     logged = service.store.query("SELECT model_version FROM searches")
     assert logged == [("v2",)]
-    assert isinstance(service.index, Index) and np.isfinite(result.hits[0].score)
+    assert isinstance(service.index, EdgeIndex) and np.isfinite(result.hits[0].score)  # a new data dir's default
 
 
 def test_searches_during_adapter_swaps_never_mix_versions(settings: Settings) -> None:

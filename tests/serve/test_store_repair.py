@@ -18,11 +18,19 @@ from tests.helpers.factories import CORPUS
 DOCS = [Document(i, t, {"n": n}) for n, (i, t) in enumerate(CORPUS)]
 
 
+@pytest.fixture(params=["local", "edge"])
+def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """Repair is the same on both embedded engines (it reads and writes only through the index methods)."""
+    return settings.model_copy(update={"qdrant_engine": request.param})
+
+
 def _points(service: Service) -> dict[str, tuple[dict, np.ndarray]]:
-    points, _ = service.index.client.scroll(
-        service.index.collection("v1"), limit=1000, with_payload=True, with_vectors=True
-    )
-    return {p.payload["doc_id"]: (p.payload, np.asarray(p.vector, np.float32)) for p in points}
+    """doc_id -> (payload, vector) of every point of v1, read through the index methods."""
+    hits = {h.doc_id: h for h in service.index.search(np.ones(service.encoder.dimension), 1000)}
+    ids, vectors = service.index.all_vectors("v1", service.encoder.dimension)
+    return {
+        i: ({"doc_id": i, "text": hits[i].text, "metadata": hits[i].metadata}, vectors[n]) for n, i in enumerate(ids)
+    }
 
 
 def test_restart_repairs_a_replaced_document_whose_commit_was_lost(settings: Settings) -> None:
@@ -61,6 +69,7 @@ def test_a_clean_restart_embeds_nothing(settings: Settings, caplog: pytest.LogCa
 def test_points_written_before_content_hashes_are_compared_by_their_payload(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
+    settings = settings.model_copy(update={"qdrant_engine": "local"})  # points as an older qdrant-client wrote them
     svc = Service.open(settings)
     svc.upsert_documents(DOCS)
     # Rewrite every point as an older server wrote it (no content hash in the payload); damage one.

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from qdrant_client import QdrantClient
 
+from flywheel.config import Settings
 from flywheel.lab.simulate import UserModel, simulate
+from flywheel.serve.engine import open_index
 from tests.helpers.factories import world_documents, world_queries
 from tests.helpers.server import KILL_IN_SWAP, ServerProcess
 
@@ -122,10 +123,10 @@ def test_kill_9_in_training_and_in_the_swap_then_a_normal_cycle(tmp_path: Path, 
     assert record["state"] == "promoted", http.get(f"/reports/{third}").json().get("reasons")
     assert http.get("/healthz").json()["model_version"] == record["candidate"]
     server.stop()
-    client = QdrantClient(path=str(data / "qdrant"))
+    index = open_index(Settings(data_dir=data))  # the engine the data dir records (Edge for a new one)
     try:
-        collections = sorted(c.name for c in client.get_collections().collections)
+        versions = index.versions()
     finally:
-        client.close()
-    assert collections == sorted(["documents__v1", f"documents__{record['candidate']}"])
+        index.close()
+    assert versions == sorted(["v1", record["candidate"]])
     assert not [p for p in (data / "models").iterdir() if p.name.startswith(".")]
