@@ -337,6 +337,16 @@ class Settings(BaseSettings):
         "rescored with the float vectors (edge, server)",
     )
 
+    # The search log off the request path (flywheel.serve.store: queued searches, written in batches).
+    search_log_flush_ms: float = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="how long an answered search may wait to be written to DuckDB, with the others that waited, in "
+        "one transaction (0: each search is written before it is answered); feedback on a waiting search is "
+        "judged after it is written, never refused; a kill -9 loses at most the searches answered in this window",
+    )
+
     min_new_pairs: int = Field(100, ge=0, description="skip a scheduled cycle until this many new pairs arrived")
 
     @field_validator("admin_keys", "search_keys", mode="before")

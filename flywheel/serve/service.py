@@ -86,6 +86,8 @@ class Service:
         try:
             service.reconcile(progress=progress)
             settle_promoted_cycles(store, service.registry)
+            if settings.search_log_flush_ms > 0:
+                store.start_search_log(settings.search_log_flush_ms / 1000)
         except BaseException:
             service.close()
             raise
@@ -358,6 +360,7 @@ class Service:
             experiment=tag["id"] if tag else None,
             arm=tag["arm"] if tag else None,
             shadow=shadow,
+            wait=self.settings.search_log_flush_ms == 0,  # else queued: written within the window, off this path
         )
         return answer
 

@@ -8,6 +8,7 @@ sent after COMMIT (DuckDB's WAL makes a committed transaction survive `kill -9`)
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,10 +20,13 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from flywheel.errors import Conflict, InvalidInput, NotFound, StoreLocked
+from flywheel.errors import NotFound, StoreLocked
 from flywheel.serve.schema import MIGRATIONS
+from flywheel.serve.store_writes import SearchRecord, insert_events, insert_searches
 from flywheel.types import Document, Event, Impression
-from flywheel.util.files import to_utc_naive, utcnow
+from flywheel.util.files import utcnow
+
+log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("click", "skip", "thumbs_up", "thumbs_down")
 EXTERNAL_VERSION = "external"  # the model_version of a search another engine answered (UBI queries)
@@ -57,17 +61,92 @@ class Store:
                 ) from exc
             raise
         self._lock = threading.RLock()
+        # Searches answered but not yet written (`log_search(..., wait=False)`): written before any other
+        # statement runs, so every read and write of this store sees them; a background thread writes them
+        # every `start_search_log` interval.
+        self._pending: list[SearchRecord] = []
+        self._pending_lock = threading.Lock()
+        self._max_pending = 1000
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
         self._migrate()
 
     def close(self) -> None:
-        """Checkpoint and close the file."""
+        """Write queued searches, checkpoint and close the file."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
         with self._lock:
-            self._con.close()
+            try:
+                self._write_pending()
+            except duckdb.Error:
+                log.exception("closing with %d searches that could not be logged", len(self._pending))
+            finally:
+                self._con.close()
+
+    def start_search_log(self, interval_s: float, max_pending: int = 1000) -> None:
+        """Write queued searches in the background every `interval_s` seconds (one transaction per flush).
+
+        Args:
+            interval_s: the longest a queued search waits (what a `kill -9` can lose).
+            max_pending: a search queued while this many wait is written by its own request (back-pressure).
+        """
+        self._max_pending = max_pending
+        if self._flusher is None:
+            self._flusher = threading.Thread(
+                target=self._flush_loop, args=(interval_s,), name="search-log", daemon=True
+            )
+            self._flusher.start()
+
+    def flush_searches(self) -> None:
+        """Write every queued search now."""
+        with self._lock:
+            self._write_pending()
+
+    def _flush_loop(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            if self._pending:
+                try:
+                    self.flush_searches()
+                except Exception:  # kept queued: the next flush, or the next statement, tries again
+                    log.exception("writing %d queued searches failed", len(self._pending))
+
+    def _write_pending(self) -> None:
+        """Write the queued searches in one transaction (store lock held).
+
+        If that fails, each is tried in its own: one that fails alone (it can never be written) is dropped and
+        logged; if every one fails, the store itself is failing, so they all stay queued and the error is raised.
+        """
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        if not batch or self._insert(batch):
+            return
+        failed = [record for record in batch if not self._insert([record])]
+        if len(failed) == len(batch):
+            with self._pending_lock:
+                self._pending[:0] = batch
+            self._insert(batch, raise_error=True)
+        for record in failed:
+            log.error("search %s could not be logged and was dropped", record.search_id)
+
+    def _insert(self, records: list[SearchRecord], raise_error: bool = False) -> bool:
+        """Insert searches in one transaction; False (rolled back) if it failed."""
+        _x(self._con, "BEGIN TRANSACTION")
+        try:
+            insert_searches(self._con, records)
+        except Exception:
+            _x(self._con, "ROLLBACK")
+            if raise_error:
+                raise
+            return False
+        _x(self._con, "COMMIT")
+        return True
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Run a block in one transaction under the store lock; roll back on any exception."""
         with self._lock:
+            self._write_pending()
             _x(self._con, "BEGIN TRANSACTION")
             try:
                 yield self._con
@@ -79,6 +158,7 @@ class Store:
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read-only SQL query and return all rows (for modules that mine the log)."""
         with self._lock:
+            self._write_pending()
             return _x(self._con, sql, params)
 
     def _migrate(self) -> None:
@@ -198,8 +278,9 @@ class Store:
         experiment: str | None = None,
         arm: str | None = None,
         shadow: tuple[list[str], int] | None = None,
+        wait: bool = True,
     ) -> None:
-        """Record one search and the hits it showed, in one transaction.
+        """Record one search and the hits it showed, in one transaction (or queue it, with `wait=False`).
 
         Args:
             query_vector: the base model's query vector (before any adapter), kept as float16 for adapter cycles.
@@ -207,45 +288,33 @@ class Store:
             search_filter: the metadata filter the search applied (stored as JSON).
             experiment: the online test's id (its cycle id) when one ran; `arm` says how this search took part.
             shadow: in a shadow test, (the challenger's doc ids, best first; their overlap with what was shown).
+            wait: False queues the search: it is written by the background flush (`start_search_log`) or before
+                the next statement on this store, whichever comes first, so feedback on it is never refused.
         """
-        now = utcnow()
-        blob = encode_vector(query_vector) if query_vector is not None else None
-        filter_json = json.dumps(search_filter, sort_keys=True, ensure_ascii=False) if search_filter else None
-        with self.transaction() as con:
-            _x(
-                con,
-                "INSERT INTO searches (search_id, ts, query, k, model_version, user_id, session_id, query_vector, "
-                "vector_version, filter, experiment, arm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    *(search_id, now, query, k, model_version, user_id, session_id, blob, vector_version),
-                    *(filter_json, experiment, arm),
-                ],
-            )
-            if shadow is not None:
-                _x(
-                    con,
-                    "INSERT INTO shadow_rankings VALUES (?, ?, ?, ?)",
-                    [search_id, experiment, json.dumps(shadow[0], ensure_ascii=False), shadow[1]],
-                )
-            if impressions:
-                table = pa.table(
-                    {
-                        "search_id": [search_id] * len(impressions),
-                        "rank": pa.array([i.rank for i in impressions], pa.int32()),
-                        "doc_id": [i.doc_id for i in impressions],
-                        "score": pa.array([i.score for i in impressions], pa.float64()),
-                        "team": pa.array([i.team for i in impressions], pa.string()),
-                    }
-                )
-                con.register("_imp_batch", table)
-                try:
-                    _x(
-                        con,
-                        "INSERT INTO impressions (search_id, rank, doc_id, score, team) "
-                        "SELECT search_id, rank, doc_id, score, team FROM _imp_batch",
-                    )
-                finally:
-                    con.unregister("_imp_batch")
+        record = SearchRecord(
+            search_id=search_id,
+            ts=utcnow(),
+            query=query,
+            k=k,
+            model_version=model_version,
+            impressions=impressions,
+            user_id=user_id,
+            session_id=session_id,
+            query_vector=encode_vector(query_vector) if query_vector is not None else None,
+            vector_version=vector_version,
+            filter_json=json.dumps(search_filter, sort_keys=True, ensure_ascii=False) if search_filter else None,
+            experiment=experiment,
+            arm=arm,
+            shadow=shadow,
+        )
+        if wait:
+            with self.transaction() as con:
+                insert_searches(con, [record])
+            return
+        if len(self._pending) >= self._max_pending:
+            self.flush_searches()  # back-pressure: the queue stays bounded
+        with self._pending_lock:
+            self._pending.append(record)
 
     def query_vectors(self, vector_version: str, queries: set[str] | None = None) -> dict[str, np.ndarray]:
         """The logged query vectors that `vector_version` computed, by query text (latest search wins).
@@ -283,57 +352,8 @@ class Store:
         """
         if not events:
             return 0, 0
-        now = utcnow()
-        table = pa.table(
-            {
-                "idx": pa.array(range(len(events)), pa.int32()),
-                "event_id": [e.event_id for e in events],
-                "search_id": [e.search_id for e in events],
-                "doc_id": [e.doc_id for e in events],
-                "type": [e.type for e in events],
-                "ts": pa.array([to_utc_naive(e.ts) or now for e in events], pa.timestamp("us")),
-                "ts_given": pa.array([e.ts is not None for e in events], pa.bool_()),
-            }
-        )
         with self.transaction() as con:
-            con.register("_ev_batch", table)
-            try:
-                bad = _x(
-                    con,
-                    """
-                    WITH shown AS (  -- only the batch's searches: a semi-join, not every impression ever logged
-                        SELECT DISTINCT i.search_id, i.doc_id FROM impressions i
-                        WHERE i.search_id IN (SELECT search_id FROM _ev_batch)
-                    )
-                    SELECT b.idx, b.event_id, b.search_id, b.doc_id, s.search_id IS NULL AS no_search
-                    FROM _ev_batch b
-                    LEFT JOIN searches s ON s.search_id = b.search_id
-                    LEFT JOIN shown i ON i.search_id = b.search_id AND i.doc_id = b.doc_id
-                    WHERE s.search_id IS NULL OR i.doc_id IS NULL
-                    ORDER BY b.idx LIMIT 20
-                    """,
-                )
-                if bad:
-                    raise InvalidInput(_describe_bad_events(bad))
-                conflicts = _x(con, _CONFLICTS_SQL)
-                if conflicts:
-                    raise Conflict(_describe_conflicts(conflicts))
-                before = _x(con, "SELECT count(*) FROM events")[0][0]
-                _x(
-                    con,
-                    """
-                    INSERT INTO events
-                    SELECT event_id, search_id, doc_id, type, ts, ? FROM (
-                        SELECT *, row_number() OVER (PARTITION BY event_id ORDER BY idx) AS n FROM _ev_batch
-                    ) b
-                    WHERE n = 1 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = b.event_id)
-                    """,
-                    [now],
-                )
-                accepted = _x(con, "SELECT count(*) FROM events")[0][0] - before
-            finally:
-                con.unregister("_ev_batch")
-        return accepted, len(events) - accepted
+            return insert_events(con, events, utcnow())
 
     def log_external_searches(self, searches: list[tuple[str, str, str | None, list[str]]]) -> None:
         """Record searches another engine answered, with the hits it showed, all in one transaction.
@@ -392,47 +412,3 @@ def encode_vector(vector: np.ndarray) -> bytes:
 def decode_vector(blob: bytes) -> np.ndarray:
     """The float32 vector of `encode_vector`'s bytes."""
     return np.frombuffer(blob, dtype=np.float16).astype(np.float32)
-
-
-# An event_id seen again (stored, or earlier in the batch) whose content differs. A stored event's ts equals its
-# received_at exactly when the client gave none: an omitted ts matches any, on either side.
-_CONFLICTS_SQL = """
-    SELECT b.idx, b.event_id, NULL AS first_idx, e.search_id, e.doc_id, e.type
-    FROM _ev_batch b JOIN events e ON e.event_id = b.event_id
-    WHERE e.search_id <> b.search_id OR e.doc_id <> b.doc_id OR e.type <> b.type
-       OR (b.ts_given AND e.ts <> e.received_at AND e.ts <> b.ts)
-    UNION ALL
-    SELECT b.idx, b.event_id, f.idx AS first_idx, f.search_id, f.doc_id, f.type
-    FROM _ev_batch b JOIN _ev_batch f ON f.event_id = b.event_id AND f.idx < b.idx
-    WHERE f.search_id <> b.search_id OR f.doc_id <> b.doc_id OR f.type <> b.type
-       OR (b.ts_given AND f.ts_given AND f.ts <> b.ts)
-    ORDER BY idx LIMIT 20
-"""
-
-
-def _describe_conflicts(rows: list[tuple[Any, ...]]) -> str:
-    """One message naming every event whose event_id was already used for another event."""
-    parts = []
-    for idx, event_id, first_idx, search_id, doc_id, type_ in rows:
-        where = "was already stored" if first_idx is None else f"is already used by events[{first_idx}]"
-        parts.append(
-            f"events[{idx}] (event_id {event_id!r}): this event_id {where} for another event "
-            f"(search_id {search_id!r}, doc_id {doc_id!r}, type {type_!r})"
-        )
-    return (
-        "batch rejected, nothing was stored: " + "; ".join(parts) + ". An event_id is an idempotency key: "
-        "resend an event unchanged, and give each new event its own event_id"
-    )
-
-
-def _describe_bad_events(bad: list[tuple[Any, ...]]) -> str:
-    """One message naming every bad event (index in the batch, event_id, and what is wrong)."""
-    parts = []
-    for idx, event_id, search_id, doc_id, no_search in bad:
-        why = (
-            f"search_id {search_id!r} does not exist"
-            if no_search
-            else f"doc_id {doc_id!r} was not shown in search {search_id!r}"
-        )
-        parts.append(f"events[{idx}] (event_id {event_id!r}): {why}")
-    return "batch rejected, nothing was stored: " + "; ".join(parts)

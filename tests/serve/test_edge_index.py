@@ -95,6 +95,28 @@ def test_search_with_a_metadata_filter_returns_only_matching_documents(
     assert {h.doc_id for h in hits} == expected
 
 
+@pytest.mark.parametrize("engine", ["local", "edge"])
+def test_declared_payload_indexes_follow_the_setting_and_matching_ids_uses_the_search_filter(
+    tmp_path: Path, engine: str
+) -> None:
+    declared = {"lang": "keyword", "kb.public": "bool"}
+    index = open_engine(Settings(data_dir=tmp_path, payload_indexes=declared), engine)
+    try:
+        index.create("v1", 8)
+        index.upsert("v1", DOCS, _vectors(12))
+        assert index.declared_indexes("v1") == declared
+        # Edge builds the payload indexes; local mode keeps none (only the declaration is recorded).
+        built = {"metadata.lang": "keyword", "metadata.kb.public": "bool"} if engine == "edge" else {}
+        assert index.payload_schema("v1") == built
+        assert index.matching_ids("v1", {"kb.public": True, "lang": "en"}) == {"d0", "d6"}
+        index.payload_indexes = {"lang": "integer"}  # a changed setting: retyped, the undeclared one dropped
+        index.ensure_payload_indexes("v1")
+        assert index.declared_indexes("v1") == {"lang": "integer"}
+        assert index.payload_schema("v1") == ({"metadata.lang": "integer"} if engine == "edge" else {})
+    finally:
+        index.close()
+
+
 def test_alias_switch_versions_and_drop(index: VectorIndex) -> None:
     index.create("v1", 4)
     index.create("v2", 8)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -148,3 +150,67 @@ def test_migration_upgrades_an_existing_database(tmp_path: Path) -> None:
     assert set(store.query_vectors("v1")) == {"new query"}
     store.close()
     assert Store(path).schema_version() == len(MIGRATIONS)  # runs once
+
+
+def _queued(store: Store, search_id: str, docs: tuple[str, ...] = ("a", "b")) -> None:
+    hits = [Impression(i + 1, d, 1.0 - i / 10) for i, d in enumerate(docs)]
+    store.log_search(search_id, "q", len(docs), "v1", hits, search_filter={"lang": "en"}, wait=False)
+
+
+def test_a_queued_search_is_written_before_any_other_statement_so_feedback_on_it_is_accepted(store: Store) -> None:
+    _queued(store, "s1")
+    assert store.add_events([Event("e1", "s1", "b", "click")]) == (1, 0)
+    _queued(store, "s2", ("c",))
+    assert store.stats() == {"documents": 0, "searches": 2, "impressions": 3, "events": 1}
+    rows = store.query("SELECT search_id, filter, k FROM searches ORDER BY search_id")
+    assert [(r[0], json.loads(r[1]), r[2]) for r in rows] == [("s1", {"lang": "en"}, 2), ("s2", {"lang": "en"}, 1)]
+    with pytest.raises(InvalidInput, match="doc_id 'a' was not shown in search 's2'"):
+        store.add_events([Event("e2", "s2", "a", "click")])
+
+
+def test_the_background_flush_writes_queued_searches_in_one_go_within_its_interval(tmp_path: Path) -> None:
+    path = tmp_path / "f.duckdb"
+    store = Store(path)
+    # A second connection to the same database reads without going through the store (which would flush).
+    peek = duckdb.connect(str(path))
+    try:
+        store.start_search_log(0.05)
+        for i in range(50):
+            _queued(store, f"s{i}")
+        deadline = time.monotonic() + 10
+        while peek.execute("SELECT count(*) FROM searches").fetchone()[0] < 50 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert peek.execute("SELECT count(*), count(DISTINCT search_id) FROM searches").fetchone() == (50, 50)
+        assert peek.execute("SELECT count(*) FROM impressions").fetchone()[0] == 100
+    finally:
+        peek.close()
+        store.close()
+
+
+def test_close_writes_what_is_queued_and_the_queue_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "f.duckdb"
+    store = Store(path)
+    store.start_search_log(3600, max_pending=3)  # the timer never fires here: only back-pressure and close write
+    peek = duckdb.connect(str(path))
+    try:
+        for i in range(4):
+            _queued(store, f"s{i}")
+        # The fourth found three waiting and wrote them itself before queueing.
+        assert peek.execute("SELECT count(*) FROM searches").fetchone()[0] == 3
+    finally:
+        peek.close()
+    store.close()
+    again = Store(path)
+    try:
+        assert again.stats()["searches"] == 4
+    finally:
+        again.close()
+
+
+def test_a_queued_search_that_cannot_be_written_is_dropped_alone(store: Store) -> None:
+    _queued(store, "s1", ("a",))
+    _queued(store, "s1", ("b",))  # the same id again: it can never be written (the service's ids are uuid4)
+    _queued(store, "s2", ("c",))
+    store.flush_searches()
+    assert store.query("SELECT search_id, doc_id FROM impressions ORDER BY search_id") == [("s1", "a"), ("s2", "c")]
+    assert store.add_events([Event("e1", "s2", "c", "click")]) == (1, 0)
