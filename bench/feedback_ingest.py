@@ -4,7 +4,8 @@ Setup: a fresh data dir whose DuckDB already holds S searches with 10 impression
 Store.log_search, so no model is involved). Then, through HTTP, E1 events one per request and E2 events in
 batches of B; the count check reads /stats and fails the run if any event was lost or doubled. The baseline
 is the same events written in-process with Store.add_events (one call per event, then per batch of B) on an
-identical copy of the database: the ratio says what HTTP, validation and the service add. Because the cores
+identical copy of the database: the ratio says what HTTP and the service add; and the same rows appended to
+DuckDB with no validation at all (one Arrow append per batch) on a third copy: what validation costs. Because the cores
 are shared, CPU seconds are counted too (client + server process), and events per CPU-second are reported
 beside events per wall-clock second.
 
@@ -25,10 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import httpx
 import psutil
+import pyarrow as pa
 
 from flywheel.serve.store import Store
 from flywheel.types import Event, Impression
@@ -114,6 +118,43 @@ def run_direct(db_file: Path, single: list[Event], batched: list[Event], batch_s
     return _rates(single_t, batched_t, len(single), len(batched), accepted, stored)
 
 
+def run_bare(db_file: Path, single: list[Event], batched: list[Event], batch_size: int) -> dict:
+    """The same rows appended to DuckDB's events table with no validation, one transaction per batch (an Arrow
+    table per statement): what the disk and DuckDB allow, the ceiling over both paths above."""
+    con = duckdb.connect(str(db_file))
+    try:
+        cpu = _Cpu(None)
+
+        def append(events: list[Event]) -> None:
+            now = datetime.now(UTC).replace(tzinfo=None)
+            rows = pa.table(
+                {
+                    "event_id": [e.event_id for e in events],
+                    "search_id": [e.search_id for e in events],
+                    "doc_id": [e.doc_id for e in events],
+                    "type": [e.type for e in events],
+                    "ts": pa.array([now] * len(events), pa.timestamp("us")),
+                }
+            )
+            con.execute("BEGIN TRANSACTION")
+            con.register("_rows", rows)
+            con.execute("INSERT INTO events SELECT event_id, search_id, doc_id, type, ts, ts FROM _rows")
+            con.unregister("_rows")
+            con.execute("COMMIT")
+
+        for e in single:
+            append([e])
+        single_t = cpu.lap()
+        for start in range(0, len(batched), batch_size):
+            append(batched[start : start + batch_size])
+        batched_t = cpu.lap()
+        stored = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    finally:
+        con.close()
+    n = len(single) + len(batched)
+    return _rates(single_t, batched_t, len(single), len(batched), n, stored)
+
+
 class _Cpu:
     """Wall-clock and CPU seconds (this process plus an optional server process) between laps."""
 
@@ -182,14 +223,19 @@ def main() -> None:
         shutil.copy(seeded, api_db)
         direct_db = Path(tmp) / "direct.duckdb"
         shutil.copy(seeded, direct_db)
+        bare_db = Path(tmp) / "bare.duckdb"
+        shutil.copy(seeded, bare_db)
         http = run_http(api_dir, single, batched, args.batch_size)
         direct = run_direct(direct_db, single, batched, args.batch_size)
+        bare = run_bare(bare_db, single, batched, args.batch_size)
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
         "searches": args.searches,
         "batch_size": args.batch_size,
         "http": http,
         "direct": direct,
+        "bare_duckdb_append": bare,
+        "batched_ratio_http_over_bare": http["batched_events_per_s"] / bare["batched_events_per_s"],
         "single_ratio_http_over_direct": http["single_events_per_s"] / direct["single_events_per_s"],
         "batched_ratio_http_over_direct": http["batched_events_per_s"] / direct["batched_events_per_s"],
         "single_cpu_ratio_http_over_direct": http["single_events_per_cpu_s"] / direct["single_events_per_cpu_s"],
@@ -201,7 +247,8 @@ def main() -> None:
     print(f"({result['machine']})")
     print(f"{'path':<26}{'single ev/s':>12}{'batched ev/s':>13}{'single ev/CPU-s':>16}{'batched ev/CPU-s':>17}"
           f"{'sent':>7}{'stored':>7}{'lost':>5}")  # fmt: skip
-    for name, r in (("HTTP (flywheel serve)", http), ("Store.add_events direct", direct)):
+    paths = (("HTTP (flywheel serve)", http), ("Store.add_events direct", direct), ("bare DuckDB append", bare))
+    for name, r in paths:
         print(
             f"{name:<26}{r['single_events_per_s']:>12.0f}{r['batched_events_per_s']:>13.0f}"
             f"{r['single_events_per_cpu_s']:>16.0f}{r['batched_events_per_cpu_s']:>17.0f}"
@@ -213,7 +260,8 @@ def main() -> None:
         f"{result['single_cpu_ratio_http_over_direct']:.2f}x, "
         f"batched {result['batched_cpu_ratio_http_over_direct']:.2f}x"
     )
-    if http["lost"] or direct["lost"] or http["accepted"] != http["sent"]:
+    print(f"HTTP / bare DuckDB append, batched: {result['batched_ratio_http_over_bare']:.2f}x")
+    if http["lost"] or direct["lost"] or bare["lost"] or http["accepted"] != http["sent"]:
         sys.exit("count check failed: events were lost or doubled")
 
 

@@ -1,0 +1,205 @@
+"""POST /search end to end vs the raw encode + engine query it is made of, by engine, backend and corpus size.
+
+For each corpus size a data dir is made the way a user's is (DuckDB documents, the packaged MiniLM as v1), but
+the collection is filled with synthetic unit vectors (384 dims) written through the service's own index class,
+with the content hashes start-up repair checks, so no document is embedded: 100,000 real embeddings take about
+half an hour on a 2-core CPU. Query texts are the shipped Quora retrieval queries, encoded by the real model;
+against synthetic document vectors their neighbours mean nothing, but the engine does the same work (for recall
+on real embeddings see bench/engines.py and docs/engines.md). Then, for each engine and encoder backend:
+  - `flywheel serve` (its own process) answers Q sequential searches through HTTP (k=10): p50/p99 and req/s;
+  - in this process, after the server stops, the same queries as raw calls: the encoder's `encode` and the
+    index's `search` on the same collection (no HTTP, no validation, no log): the floor under the API.
+Every pair runs in the same session, one after the other, so the ratios are what to read on shared cores.
+
+    .venv/bin/python bench/search_path.py [--sizes 10000,100000] [--engines local,edge] \
+        [--backends torch,onnx-int8] [--queries 300]
+
+Prints a table and writes bench/results/search_path.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.search_latency import _free_port, _percentiles, read_queries  # noqa: E402
+
+DIM = 384
+
+
+def build(template: Path, engine: str, n_docs: int) -> None:
+    """A data dir with n synthetic documents in DuckDB and their synthetic vectors in v1's collection."""
+    from flywheel.config import Settings
+    from flywheel.serve.engine import open_engine
+    from flywheel.serve.service import Service
+    from flywheel.serve.store import Store
+    from flywheel.types import Document
+
+    settings = Settings(data_dir=template, qdrant_engine=engine, int8_max_error_increase=0.01)
+    Service.open(settings).close()  # first start: v1 registered, its (empty) collection made and served
+    docs = [Document(f"d{i}", f"synthetic document {i}", {"tenant": f"t{i % 10}"}) for i in range(n_docs)]
+    store = Store(settings.db_file)
+    try:
+        with store.transaction() as con:
+            store.upsert_documents(con, docs)
+    finally:
+        store.close()
+    rng = np.random.default_rng(0)
+    index = open_engine(settings, engine)
+    try:
+        for start in range(0, n_docs, 10_000):
+            v = rng.normal(size=(min(10_000, n_docs - start), DIM)).astype(np.float32)
+            index.upsert("v1", docs[start : start + len(v)], v / np.linalg.norm(v, axis=1, keepdims=True), 1024)
+        index.optimize("v1")  # Edge: the HNSW graph (the server would build it at start anyway)
+    finally:
+        index.close()
+
+
+def export(template: Path) -> None:
+    """Export v1 to ONNX once (fp32 + int8 with its guard), so no server start times an export."""
+    from flywheel.config import Settings
+    from flywheel.models.guard import ensure_export
+    from flywheel.models.registry import Registry
+
+    settings = Settings(data_dir=template, int8_max_error_increase=0.01)
+    registry = Registry(settings.models_dir)
+    ensure_export(registry, registry.get("v1"), settings)
+
+
+def http(data_dir: Path, backend: str, queries: list[str]) -> dict:
+    """Sequential POST /search through `flywheel serve` with the backend."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "FLYWHEEL_LOG_LEVEL": "warning",
+        "FLYWHEEL_ENCODER_BACKEND": backend,
+        "FLYWHEEL_INT8_MAX_ERROR_INCREASE": "0.01",
+        "PYTHONPATH": str(ROOT),
+    }
+    cmd = [sys.executable, "-m", "flywheel", "serve", "--data-dir", str(data_dir), "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
+        for _ in range(3000):
+            try:
+                if client.get("/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        served = client.get("/healthz").json()["encoder_backend"]
+        for q in queries[:20]:
+            client.post("/search", json={"query": q, "k": 10}).raise_for_status()
+        times = []
+        t_all = time.perf_counter()
+        for q in queries:
+            t0 = time.perf_counter()
+            client.post("/search", json={"query": q, "k": 10}).raise_for_status()
+            times.append((time.perf_counter() - t0) * 1000)
+        wall = time.perf_counter() - t_all
+        return {"served_backend": served, "latency_ms": _percentiles(times), "rps": len(queries) / wall}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+
+
+def raw(data_dir: Path, backend: str, queries: list[str]) -> dict:
+    """The same queries as raw encode + index.search calls in this process, on the same collection."""
+    from flywheel.config import Settings
+    from flywheel.serve.service import Service
+
+    service = Service.open(Settings(data_dir=data_dir, encoder_backend=backend, int8_max_error_increase=0.01))
+    try:
+        encoder, index = service.encoder, service.index
+        for q in queries[:20]:
+            index.search(encoder.encode([q])[0], 10)
+        times, encode = [], []
+        t_all = time.perf_counter()
+        for q in queries:
+            t0 = time.perf_counter()
+            vector = encoder.encode([q])[0]
+            t1 = time.perf_counter()
+            index.search(vector, 10)
+            times.append((time.perf_counter() - t0) * 1000)
+            encode.append((t1 - t0) * 1000)
+        wall = time.perf_counter() - t_all
+        return {"latency_ms": _percentiles(times), "encode_ms": _percentiles(encode), "rps": len(queries) / wall}
+    finally:
+        service.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--engines", default="local,edge")
+    parser.add_argument("--backends", default="torch,onnx-int8")
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search_path.json")
+    args = parser.parse_args()
+    queries = read_queries()[: args.queries]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in [int(s) for s in args.sizes.split(",")]:
+            for engine in args.engines.split(","):
+                template = Path(tmp) / f"{engine}-{n}"
+                t0 = time.perf_counter()
+                build(template, engine, n)
+                export(template)
+                print(f"built {engine} with {n} documents in {time.perf_counter() - t0:.0f} s", flush=True)
+                for backend in args.backends.split(","):
+                    api = http(template, backend, queries)
+                    floor = raw(template, backend, queries)
+                    row = {"documents": n, "engine": engine, "backend": backend, "http": api, "raw": floor}
+                    row["p50_ratio"] = api["latency_ms"]["p50"] / floor["latency_ms"]["p50"]
+                    rows.append(row)
+                    print(_line(row), flush=True)
+                shutil.rmtree(template, ignore_errors=True)
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(table(result))
+
+
+def _line(r: dict) -> str:
+    h, f = r["http"]["latency_ms"], r["raw"]["latency_ms"]
+    return (
+        f"| {r['documents']:,} | {r['engine']} | {r['backend']} ({r['http']['served_backend']}) | {h['p50']:.1f} / "
+        f"{h['p99']:.1f} | {r['http']['rps']:.0f} | {f['p50']:.1f} / {f['p99']:.1f} | "
+        f"{r['raw']['encode_ms']['p50']:.1f} | {r['p50_ratio']:.2f}x |"
+    )
+
+
+def table(result: dict) -> str:
+    """The Markdown table of a run, with the local/Edge ratio of POST /search p50 at each size and backend."""
+    lines = [
+        f"({result['machine']})",
+        "| documents | engine | backend (served) | POST /search p50 / p99 ms | req/s | raw encode + engine p50 / p99 ms"
+        " | of which encode p50 ms | API / raw p50 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [_line(r) for r in result["rows"]]
+    by = {(r["documents"], r["backend"], r["engine"]): r["http"]["latency_ms"]["p50"] for r in result["rows"]}
+    for (n, backend, engine), p50 in sorted(by.items()):
+        if engine == "edge" and (n, backend, "local") in by:
+            lines.append(
+                f"{n:,} documents, {backend}: local / Edge POST /search p50 = {by[(n, backend, 'local')] / p50:.1f}x"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
