@@ -128,7 +128,9 @@ def write_log(service: Any, world: tuple, emb: np.ndarray, rounds: int, seed: in
             "INSERT INTO searches (search_id, ts, query, k, model_version, query_vector, vector_version) "
             "SELECT search_id, ts, query, k, 'v1', query_vector, vector_version FROM _s"
         ).fetchall()
-        con.execute("INSERT INTO impressions SELECT search_id, rank, doc_id, score FROM _i").fetchall()
+        con.execute(
+            "INSERT INTO impressions (search_id, rank, doc_id, score) SELECT search_id, rank, doc_id, score FROM _i"
+        ).fetchall()
         con.unregister("_s")
         con.unregister("_i")
     for start in range(0, len(events), 5000):

@@ -5,7 +5,9 @@ flywheel's payload (doc_id, text, metadata with one of 10 tenants, content hash)
 classes the service uses; Edge then builds its HNSW graph the way the service does (`EdgeIndex.optimize`, a
 child process). Queries are noisy copies of corpus vectors (cosine about 0.7 to their source, so each has a
 clear nearest document, as a real query has), timed one after another, local and Edge alternating (which
-goes first alternates too), k=10, unfiltered and with a one-tenant filter (10% of the corpus). Recall@10 of
+goes first alternates too), k=10, unfiltered and with a one-tenant filter (10% of the corpus; Edge has a
+keyword payload index on the tenant, as `FLYWHEEL_PAYLOAD_INDEXES=tenant:keyword` makes, unless
+--no-payload-index). Recall@10 of
 Edge (and of local mode, as a check) is measured against an exact numpy search of the same vectors, at the
 configured hnsw_ef and a few others. Random vectors are the hard case for HNSW: real embeddings cluster, and
 their recall at the same settings is higher. No model is loaded.
@@ -56,8 +58,11 @@ def _build(n: int, rng: np.random.Generator, folder: Path, args: argparse.Namesp
     # is timed once, in main().
     client = QdrantClient(":memory:")
     local = Index(client, "documents")
-    edge = EdgeIndex(folder / "edge", "documents", args.hnsw_m, args.hnsw_ef_construct, args.hnsw_ef)
-    row: dict = {"documents": n}
+    indexes = {"tenant": "keyword"} if args.payload_index else None  # FLYWHEEL_PAYLOAD_INDEXES=tenant:keyword
+    edge = EdgeIndex(
+        folder / "edge", "documents", args.hnsw_m, args.hnsw_ef_construct, args.hnsw_ef, payload_indexes=indexes
+    )
+    row: dict = {"documents": n, "edge_payload_index": bool(indexes)}
     try:
         for name, index in (("local", local), ("edge", edge)):
             start = time.perf_counter()
@@ -184,6 +189,12 @@ def main() -> None:
     parser.add_argument("--hnsw-ef-construct", type=int, default=100)
     parser.add_argument("--hnsw-ef", type=int, default=128)
     parser.add_argument("--ef-sweep", default="32,64,128,256")
+    parser.add_argument(
+        "--no-payload-index",
+        dest="payload_index",
+        action="store_false",
+        help="Edge without the tenant payload index (filters then read candidates' payloads)",
+    )
     parser.add_argument("--real", type=int, default=0, help="also: Edge's recall on N real MiniLM embeddings")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engines.json")
     args = parser.parse_args()

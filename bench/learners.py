@@ -8,6 +8,9 @@ events through `Service.feedback`; the users are the demo's (position-based exam
 adapter cycle trains it, and judged against the base (the incumbent) with paired 95% bootstrap CIs:
 
 - check: the world's check queries (never asked), nDCG@10 against the judgements;
+- next (truth): every search of the next-traffic window (from the first of the latest 20% of searches with
+  feedback on, as they came, repeats and searches nobody clicked included), each judged by its query's
+  relevance labels rather than its clicks: what the users of next week get, which only a simulation can know;
 - next: the next-traffic view the gate reads (the latest 20% of searches, their clicks as relevant);
 - unseen: the unseen-queries view (held-out query groups, their clicks as relevant);
 - judged: the same two views with each query ranking only the documents its feedback judged (what the gate
@@ -117,7 +120,9 @@ def write_traffic(service: Service, world: World, vec: dict, traffic: Traffic, s
             "INSERT INTO searches (search_id, ts, query, k, model_version, query_vector, vector_version) "
             "SELECT search_id, ts, query, k, 'v1', query_vector, 'v1' FROM _s"
         ).fetchall()
-        con.execute("INSERT INTO impressions SELECT search_id, rank, doc_id, score FROM _i").fetchall()
+        con.execute(
+            "INSERT INTO impressions (search_id, rank, doc_id, score) SELECT search_id, rank, doc_id, score FROM _i"
+        ).fetchall()
     for begin in range(0, len(events), 5000):
         service.feedback(events[begin : begin + 5000])
     stats.distinct_queries = len(qids)
@@ -144,6 +149,20 @@ def judge(world: World, vec: dict, cache: Any, candidate: QueryAdapter | None, s
     return retrieval_scores(side, world.check_queries, corpus, world.check_relevant, 10, cache.docs)
 
 
+def judge_next(
+    world: World, vec: dict, cache: Any, candidate: QueryAdapter | None, searches: list[tuple[str, str]]
+) -> dict:
+    """Per-search nDCG@10 of base + `candidate` on every search of the next-traffic window (with feedback or
+    not), each judged by its query's true relevance labels (not its clicks), over the whole collection:
+    traffic-weighted, repeats included."""
+    encode = lambda texts: np.stack([vec[t] for t in texts])  # noqa: E731
+    side = AdaptedQueries(cache.base, encode, candidate)
+    qid_of = {text: qid for qid, text in world.traffic_queries.items()}
+    queries = dict(searches)
+    relevant = {sid: world.traffic_relevant[qid_of[query]] for sid, query in searches}
+    return retrieval_scores(side, queries, dict.fromkeys(cache.doc_ids, ""), relevant, 10, cache.docs)
+
+
 def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: list[str]) -> list[dict[str, Any]]:
     """One world x traffic x seed: simulate once, then train and judge every learner on the same data."""
     traffic = Traffic(popularity=traffic_name, rounds=3, user=DEMO_USER)
@@ -160,6 +179,11 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: li
             cache = gather_vectors(service, service.encoder, mined.pairs, (s.query for s in mined.next_traffic))
             arrays = training_arrays(train_rows, cache)
             base_check = judge(world, vec, cache, None, seed)
+            # Every search since the window began (the loop holds out those with feedback; users asked them all).
+            window = service.store.query(
+                "SELECT search_id, query FROM searches WHERE ts >= ? ORDER BY ts", [mined.next_traffic_start]
+            )
+            base_next = judge_next(world, vec, cache, None, window)
             for learner in learners:
                 chosen = settings_for(learner, settings)
                 t0 = time.monotonic()
@@ -182,6 +206,7 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: li
                     return retrieval_scores(sides[side], q, corpus, rel, 10, cache.docs, judged)
 
                 check = compare_scores(base_check, judge(world, vec, cache, candidate, seed), seed=seed)
+                next_truth = compare_scores(base_next, judge_next(world, vec, cache, candidate, window), seed=seed)
                 views = {
                     "unseen": unseen_view(score, heldout_rows, train_rows, seed, mined.shown),
                     "next": next_traffic_view(score, mined.next_traffic, train_rows, seed),
@@ -194,6 +219,7 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: li
                         "learner": learner,
                         "train_s": round(seconds, 2),
                         "check": _summary(check),
+                        "next_truth": _summary(next_truth),
                         **{name: _summary(view) for name, view in views.items()},
                         **{f"{name}_judged": _summary(view and view["judged"]) for name, view in views.items()},
                         "simulation": sim,
@@ -228,7 +254,8 @@ def _cell(s: dict[str, Any] | None) -> str:
 
 def _line(r: dict[str, Any]) -> str:
     return (
-        f"{r['world']:8} {r['traffic']:8} {r['learner']:17} check {_cell(r['check']):34} next {_cell(r['next']):34} "
+        f"{r['world']:8} {r['traffic']:8} {r['learner']:17} check {_cell(r['check']):34} "
+        f"next (truth) {_cell(r.get('next_truth')):34} next {_cell(r['next']):34} "
         f"unseen {_cell(r['unseen']):34} judged: next {_cell(r['next_judged']):34} "
         f"unseen {_cell(r['unseen_judged']):34} train {r['train_s']:.1f} s"
     )

@@ -339,7 +339,7 @@ class Settings(BaseSettings):
 
     # The search log off the request path (flywheel.serve.store: queued searches, written in batches).
     search_log_flush_ms: float = Field(
-        5,
+        20,
         ge=0,
         le=1000,
         description="how long an answered search may wait to be written to DuckDB, with the others that waited, in "

@@ -22,10 +22,11 @@ pytestmark = pytest.mark.slow
 MARKER = "FLYWHEEL_FAULT_TEST_MARKER"  # not a setting: pydantic-settings ignores unknown env vars
 
 
-@pytest.fixture
-def env(tiny_model_path: Path) -> dict[str, str]:
+@pytest.fixture(params=["edge", "local"])
+def env(request: pytest.FixtureRequest, tiny_model_path: Path) -> dict[str, str]:
     return {
         **os.environ,
+        "FLYWHEEL_QDRANT_ENGINE": request.param,
         "HF_HUB_OFFLINE": "1",
         MARKER: uuid.uuid4().hex,
         "FLYWHEEL_BASE_MODEL": str(tiny_model_path),

@@ -44,8 +44,9 @@ def test_concurrent_feedback_with_duplicates_stores_exactly_the_unique_events(se
     assert 'flywheel_feedback_events_total{outcome="duplicate"} 100.0' in metrics
 
 
-def test_searches_during_swaps_never_fail_or_mix_versions(settings: Settings, tmp_path: Path) -> None:
-    app = create_app(settings)
+@pytest.mark.parametrize("engine", ["edge", "local"])
+def test_searches_during_swaps_never_fail_or_mix_versions(settings: Settings, tmp_path: Path, engine: str) -> None:
+    app = create_app(settings.model_copy(update={"qdrant_engine": engine}))
     with serve_in_thread(app) as url:
         admin = {"Authorization": "Bearer adm"}
         httpx.post(f"{url}/documents", json={"documents": world_documents()}, headers=admin).raise_for_status()

@@ -1,8 +1,10 @@
-"""`flywheel serve` as a real process: acknowledged events survive kill -9, and the CLI talks to it."""
+"""`flywheel serve` as a real process, on both embedded engines: acknowledged events survive kill -9, an answered
+search is written within its flush window, and the CLI talks to it."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +19,14 @@ from tests.helpers.server import ServerProcess
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def env(tiny_model_path: Path) -> dict[str, str]:
-    return {**os.environ, "FLYWHEEL_BASE_MODEL": str(tiny_model_path), "HF_HUB_OFFLINE": "1"}
+@pytest.fixture(params=["edge", "local"])
+def env(request: pytest.FixtureRequest, tiny_model_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "FLYWHEEL_BASE_MODEL": str(tiny_model_path),
+        "HF_HUB_OFFLINE": "1",
+        "FLYWHEEL_QDRANT_ENGINE": request.param,
+    }
 
 
 @pytest.fixture
@@ -50,6 +57,21 @@ def test_acknowledged_event_survives_kill_9(server_factory) -> None:
     assert http.get("/stats").json() == {"documents": 8, "searches": 1, "impressions": 3, "events": 3}
     assert http.post("/feedback", json={"events": events}).json() == {"accepted": 0, "duplicates": 3}
     assert http.get("/healthz").json()["model_version"] == "v1"
+
+
+def test_an_answered_search_is_written_within_its_flush_window_and_survives_kill_9(server_factory) -> None:
+    server = server_factory()
+    http = httpx.Client(base_url=server.url, timeout=30)
+    assert http.post("/documents", json={"documents": make_documents()}).status_code == 200
+    hits = http.post("/search", json={"query": "learn python", "k": 3}).json()
+    time.sleep(0.5)  # 25x the default FLYWHEEL_SEARCH_LOG_FLUSH_MS: only a search answered within it may be lost
+    server.kill9()
+
+    server = server_factory()
+    http = httpx.Client(base_url=server.url, timeout=30)
+    assert http.get("/stats").json()["searches"] == 1
+    event = make_event(hits["search_id"], hits["hits"][0]["doc_id"], "click")
+    assert http.post("/feedback", json={"events": [event]}).json() == {"accepted": 1, "duplicates": 0}
 
 
 def test_cli_goes_through_the_running_server(server_factory, tmp_path: Path, monkeypatch) -> None:
