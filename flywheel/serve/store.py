@@ -1,8 +1,10 @@
 """Event store: documents, searches, impressions and feedback events in one DuckDB file.
 
 The serving process owns the file (DuckDB allows one writer process). Writes go in as Arrow batches inside
-one transaction each, so a request's rows are either all committed or none are, and a 2xx answer is only
-sent after COMMIT (DuckDB's WAL makes a committed transaction survive `kill -9`).
+one transaction each, so a request's rows are either all committed or none are, and a 2xx answer to a write
+is only sent after COMMIT (DuckDB's WAL makes a committed transaction survive `kill -9`). Searches are the
+exception the serving path chooses: queued, and written in batches within a few milliseconds, always before
+any other statement on the store (`log_search(wait=False)`, `start_search_log`).
 """
 
 from __future__ import annotations
