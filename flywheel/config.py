@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -16,7 +17,7 @@ from flywheel.errors import ConfigError
 from flywheel.util.packaged import packaged_model_path
 
 CommaList = Annotated[list[str], NoDecode]
-Backend = Literal["torch", "onnx", "onnx-int8"]
+Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
 
 FEEDBACK_TYPES = ("click", "skip", "thumbs_up", "thumbs_down")
 """The feedback event types flywheel stores and mines."""
@@ -85,7 +86,11 @@ class Settings(BaseSettings):
     encode_batch_size: int = Field(64, ge=1, le=4096, description="texts per encoder batch")
 
     # Inference backends (flywheel.models.encoder), ONNX exports (.export) and the int8 accuracy guard (.guard).
-    encoder_backend: Backend = Field("torch", description="encodes queries: 'torch', 'onnx' (fp32) or 'onnx-int8'")
+    encoder_backend: Backend = Field(
+        "auto",
+        description="encodes queries: 'auto' (ONNX fp32 where the version exports, else torch), 'torch', 'onnx' "
+        "(fp32) or 'onnx-int8'",
+    )
     bulk_encoder_backend: Backend | None = Field(
         None, description="encodes the corpus when (re-)embedding; default encoder_backend; same precision required"
     )
@@ -94,6 +99,15 @@ class Settings(BaseSettings):
         0.005, ge=0, le=1, description="int8 serves only if its pair error is at most this above fp32's"
     )
     int8_min_cosine: float = Field(0.98, ge=0, le=1, description="... and its mean cosine to fp32 vectors is this")
+    serve_threads: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="intra-op threads of the query encoder (torch or ONNX); default half the cores, at least 1",
+    )
+    train_threads: int | None = Field(
+        None, ge=1, le=512, description="torch threads while fine-tuning (restored after); default every core"
+    )
     guard_pairs: Path | None = Field(
         None, description="labelled pairs for the guard outside a cycle; default the shipped Quora dev pairs"
     )
@@ -413,6 +427,12 @@ class Settings(BaseSettings):
         if self.train_adapter:  # the old name: one option, so the cycle reads train_frozen_dense only
             self.train_frozen_dense = True
         return self
+
+    @property
+    def serving_threads(self) -> int:
+        """Intra-op threads per query encode: concurrent requests each encode, and torch's default of a thread
+        per core for every call oversubscribes the cores (measured: docs/benchmarks.md, search path)."""
+        return self.serve_threads or max(1, (os.cpu_count() or 2) // 2)
 
     @property
     def bulk_backend(self) -> str:

@@ -22,10 +22,15 @@ from tests.helpers.tiny_model import build_tiny_model
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep a developer's FLYWHEEL_* variables out of the tests."""
+    """Keep a developer's FLYWHEEL_* variables out of the tests, and encode with torch unless a test asks.
+
+    The default backend ("auto") exports every fresh data dir's base to ONNX at its first start, seconds per
+    test; tests/models/test_auto_backend.py and tests/system/test_backends.py test that path itself.
+    """
     for name in list(os.environ):
         if name.startswith("FLYWHEEL_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("FLYWHEEL_ENCODER_BACKEND", "torch")
 
 
 @pytest.fixture(scope="session")

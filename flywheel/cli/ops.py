@@ -1,4 +1,4 @@
-"""The commands that work on a data dir: serve, ingest, stats, retrain, rollback, gc, export, migrate-engine, reports."""
+"""The commands that work on a data dir: serve, ingest, stats, retrain, rollback, gc, export, reports, ...."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ counts, cleanup of a rejected or failed candidate). Rollback and pruning live in
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -67,6 +68,7 @@ def train_config(settings: Settings) -> TrainConfig:
         frozen_dense=settings.train_frozen_dense,
         seed=settings.seed,
         device=settings.device,
+        threads=settings.train_threads or os.cpu_count(),  # the serving encoder's setting is fewer
     )
     if settings.train_loss:
         config.loss = settings.train_loss

@@ -14,9 +14,9 @@ from flywheel.cycle.mining import MinedPairs, Pair, mine_pairs
 from flywheel.cycle.report.files import write_report
 from flywheel.cycle.report.model import CycleReport, Window
 from flywheel.cycle.split import split_by_group
-from flywheel.errors import ConfigError, Conflict, InvalidInput
+from flywheel.errors import Conflict, InvalidInput
 from flywheel.models.encoder import Encoder
-from flywheel.models.export import export_folder
+from flywheel.models.export import export_folder, read_export, record_failed_export
 from flywheel.models.guard import run_guard
 from flywheel.models.registry import ModelVersion, mark_discarded
 from flywheel.serve.service import Service
@@ -61,10 +61,10 @@ def export_and_guard(
     """
     settings = service.settings
     backends = {settings.encoder_backend, settings.bulk_backend}
-    needs_onnx = backends != {"torch"}
+    needs_onnx = bool(backends & {"onnx", "onnx-int8"})  # "auto" falls back to torch where export fails
     section: dict[str, Any] = {"requested": {"query": settings.encoder_backend, "bulk": settings.bulk_backend}}
     report.onnx = section
-    if needs_onnx or settings.export_on_promote:
+    if needs_onnx or "auto" in backends or settings.export_on_promote:
         try:
             meta = run_guard(service.registry, entry, settings, heldout, "cycle held-out pairs")
             section.update(
@@ -74,11 +74,13 @@ def export_and_guard(
                 quantization=meta.get("quantization"),
                 opset=meta.get("opset"),
             )
-        except (ConfigError, InvalidInput, OSError) as exc:
+        except Exception as exc:  # any failure to export means torch serves, unless ONNX was asked for
             if needs_onnx:
                 raise
             log.warning("ONNX export of %s failed (torch serves, so the cycle goes on): %s", entry.version, exc)
             section["error"] = str(exc)
+            if not isinstance(exc, OSError) and read_export(export_folder(service.registry, entry)) is None:
+                record_failed_export(service.registry, entry, exc)  # the export itself: "auto" will not retry
     reuse = torch_encoder is not None and settings.encoder_backend == "torch"
     query = torch_encoder if reuse else service.load_encoder(entry)
     bulk = query if settings.bulk_backend == settings.encoder_backend else service.load_encoder(entry, bulk=True)

@@ -51,6 +51,7 @@ class TrainConfig:
     frozen_dense: bool = False  # freeze the base, train a Dense layer after pooling (its own learning rate)
     seed: int = 42
     device: str = "auto"
+    threads: int | None = None  # torch threads while training, restored after (None: leave torch's setting)
     max_negatives: int = 3
     contrastive_margin: float = 0.5
     mnrl_scale: float = 20.0
@@ -190,8 +191,7 @@ def train_into(
 ) -> dict[str, Any]:
     """Train and save the model plus meta.json into the existing empty directory `target`."""
     import torch
-    from sentence_transformers import SentenceTransformerTrainer
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
 
     config.validate()
     if not examples and not pairs:
@@ -201,6 +201,31 @@ def train_into(
     monitor = _monitor(None if config.max_minutes is None else started + 60.0 * config.max_minutes)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
     set_seed(config.seed)
+    serving_threads = torch.get_num_threads()  # a cycle in the serving process gives the cores back after
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(base_model, examples, target, config, progress, pairs, device, started, monitor)
+    finally:
+        torch.set_num_threads(serving_threads)
+
+
+def _train(
+    base_model: str,
+    examples: Sequence[TrainingExample],
+    target: Path,
+    config: TrainConfig,
+    progress: bool,
+    pairs: list[LabelledPair],
+    device: str,
+    started: float,
+    monitor: Any,
+) -> dict[str, Any]:
+    """The body of `train_into`, with torch's threads set."""
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import PrinterCallback
+
     model = _load_for_training(base_model, device, config)
     datasets = _build_datasets(examples, pairs, config)
     if not datasets:

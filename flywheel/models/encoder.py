@@ -1,6 +1,7 @@
 """Encoders: a model version loaded for turning text into normalised vectors, through PyTorch or ONNX Runtime.
 
 Backends (`FLYWHEEL_ENCODER_BACKEND` for queries, `FLYWHEEL_BULK_ENCODER_BACKEND` for corpus encoding):
+"auto" (the default: ONNX fp32, exporting the version first if it never was, and torch where its export failed),
 "torch" (sentence-transformers), "onnx" (ONNX Runtime fp32, the same function) and "onnx-int8" (dynamic
 per-channel int8, used only where the accuracy guard passed; see flywheel.models.guard). The ONNX path needs only
 onnxruntime, tokenizers and numpy: it never imports torch.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8")  # what can encode; "auto" picks one of the first two per version
 
 
 def precision(backend: str) -> str:
@@ -101,9 +103,17 @@ def load_encoder(
         ConfigError: the model cannot be loaded or exported.
     """
     backend = backend or (settings.bulk_backend if bulk else settings.encoder_backend)
+    threads = None if bulk else settings.serving_threads
+    if backend == "auto":
+        folder = auto_export(registry, entry)
+        if folder is not None:
+            return Encoder(entry.version, OnnxModel(folder, threads=threads), settings.encode_batch_size, "onnx")
+        backend = "torch"
     if backend not in BACKENDS:
-        raise ConfigError(f"unknown encoder backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown encoder backend {backend!r}; use auto or one of {', '.join(BACKENDS)}")
     if backend == "torch":
+        if threads is not None:
+            torch_threads(threads)
         return Encoder(entry.version, load_model(entry.load_path, settings.device), settings.encode_batch_size)
     from flywheel.models.guard import ensure_export, verdict
 
@@ -114,5 +124,35 @@ def load_encoder(
             "%s: int8 refused by the accuracy guard (%s); encoding with onnx fp32", entry.version, judged["reason"]
         )
         backend = "onnx"
-    model = OnnxModel(folder, int8=backend == "onnx-int8")
+    model = OnnxModel(folder, int8=backend == "onnx-int8", threads=threads)
     return Encoder(entry.version, model, settings.encode_batch_size, backend)
+
+
+def torch_threads(threads: int) -> None:
+    """Set torch's intra-op threads for the process (serving: fewer than torch's one per core, see Settings)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def auto_export(registry: Registry, entry: ModelVersion) -> Path | None:
+    """The "auto" backend's choice for a version: its ONNX export folder (exported now if it never was), or
+    None for torch when the export failed, now or before (recorded, so no start tries it again).
+
+    ONNX fp32 computes the same function as torch (the export is checked against it to 1e-4) and encodes a
+    query several times faster, so it serves wherever the export works; int8 stays an explicit choice.
+    """
+    from flywheel.models.export import export_version, failed_export, record_failed_export
+
+    failed = failed_export(registry, entry)
+    if failed is not None:
+        log.info("%s: serving with torch (its ONNX export failed before: %s)", entry.version, failed["error"])
+        return None
+    try:
+        return export_version(registry, entry)[0]
+    except OSError as exc:  # disk full, permissions: worth trying again at the next start
+        log.warning("%s: ONNX export failed (%s); serving with torch", entry.version, exc)
+    except Exception as exc:  # noqa: BLE001 - any failure to trace or check the graph means torch serves
+        log.warning("%s: ONNX export failed (%s); serving with torch, and not trying again", entry.version, exc)
+        record_failed_export(registry, entry, exc)
+    return None

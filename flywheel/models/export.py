@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 ONNX_DIR = "onnx"
 META_FILE = "export.json"
+FAILED_FILE = "onnx-failed.json"  # beside a version's files: its export failed, so "auto" serves it with torch
 FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "tokenizer": "tokenizer.json"}
 OPSET = 17
 # Per-channel int8 weights of the MatMuls only. The quantizer's per-tensor default lost ~0.7 pt of pair error
@@ -111,7 +112,22 @@ def export_version(registry: Registry, entry: ModelVersion, force: bool = False)
     if existing is not None and not force:
         return folder, existing
     meta = export_model(source.load_path, folder, {"version": source.version, "kind": source.kind})
+    (source.path / FAILED_FILE).unlink(missing_ok=True)  # a forced retry that worked clears the record
     return folder, meta
+
+
+def failed_export(registry: Registry, entry: ModelVersion) -> dict[str, Any] | None:
+    """The record of a version's failed ONNX export (the weights an export would hold), or None."""
+    path = source_entry(registry, entry).path / FAILED_FILE
+    return read_json(path) if path.exists() else None
+
+
+def record_failed_export(registry: Registry, entry: ModelVersion, error: BaseException) -> None:
+    """Remember that a version cannot be exported, so the "auto" backend serves it with torch without trying
+    again at every start (`flywheel export VERSION --force` tries again and clears the record)."""
+    source = source_entry(registry, entry)
+    record = {"version": source.version, "error": f"{type(error).__name__}: {error}", "at": now_iso()}
+    write_json_atomic(source.path / FAILED_FILE, {**record, "versions": _library_versions()})
 
 
 def export_model(load_path: str, folder: Path, source: dict[str, Any], opset: int = OPSET) -> dict[str, Any]:
@@ -288,4 +304,15 @@ def _library_versions() -> dict[str, str]:
     return out
 
 
-__all__ = ["FILES", "META_FILE", "ONNX_DIR", "export_folder", "export_model", "export_version", "read_export"]
+__all__ = [
+    "FAILED_FILE",
+    "FILES",
+    "META_FILE",
+    "ONNX_DIR",
+    "export_folder",
+    "export_model",
+    "export_version",
+    "failed_export",
+    "read_export",
+    "record_failed_export",
+]

@@ -29,6 +29,7 @@ from flywheel.cycle.steps import (
     torch_reference,
 )
 from flywheel.errors import InvalidInput
+from flywheel.models import export
 from flywheel.models.export import ONNX_DIR
 from flywheel.serve.service import Service
 from flywheel.types import Check, Document, Event, Impression
@@ -299,3 +300,22 @@ def test_a_failed_export_is_fatal_only_when_a_backend_needs_onnx(
     service.settings = service.settings.model_copy(update={"encoder_backend": "onnx"})
     with pytest.raises(InvalidInput, match=re.escape(error)):
         export_and_guard(service, entry, [], _report("c-export2"))
+
+
+def test_on_auto_a_candidate_that_does_not_export_serves_with_torch_and_is_not_exported_again(
+    loaded: Service, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = loaded
+    service.settings = service.settings.model_copy(update={"encoder_backend": "auto"})
+    entry = add_candidate(service, tiny_model_path)
+
+    def untraceable(*args: object, **kwargs: object) -> dict:
+        raise RuntimeError("an op the exporter does not know")
+
+    monkeypatch.setattr(export, "export_model", untraceable)
+    report = _report("c-auto")
+    query, bulk, check = export_and_guard(service, entry, [], report)
+
+    assert (query.backend, bulk.backend) == ("torch", "torch") and check.passed
+    assert "an op the exporter does not know" in report.onnx["error"]
+    assert "an op the exporter does not know" in export.failed_export(service.registry, entry)["error"]
