@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         None,
         ge=1,
         le=512,
-        description="intra-op threads of the query encoder (torch or ONNX); default half the cores, at least 1",
+        description="intra-op threads of the query encoder; default torch: half the cores (at least 1), ONNX: 1/core",
     )
     train_threads: int | None = Field(
         None, ge=1, le=512, description="torch threads while fine-tuning (restored after); default every core"
@@ -429,9 +429,10 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def serving_threads(self) -> int:
-        """Intra-op threads per query encode: concurrent requests each encode, and torch's default of a thread
-        per core for every call oversubscribes the cores (measured: docs/benchmarks.md, search path)."""
+    def torch_serving_threads(self) -> int:
+        """torch's intra-op threads while serving: every request encodes on its own thread, and torch's default
+        of a thread per core for each of them oversubscribes the cores (ONNX Runtime's session pool is shared
+        by concurrent calls, so it keeps its default)."""
         return self.serve_threads or max(1, (os.cpu_count() or 2) // 2)
 
     @property

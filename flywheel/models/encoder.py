@@ -103,7 +103,7 @@ def load_encoder(
         ConfigError: the model cannot be loaded or exported.
     """
     backend = backend or (settings.bulk_backend if bulk else settings.encoder_backend)
-    threads = None if bulk else settings.serving_threads
+    threads = None if bulk else settings.serve_threads  # ONNX: None keeps ONNX Runtime's one per core
     if backend == "auto":
         folder = auto_export(registry, entry)
         if folder is not None:
@@ -112,8 +112,8 @@ def load_encoder(
     if backend not in BACKENDS:
         raise ConfigError(f"unknown encoder backend {backend!r}; use auto or one of {', '.join(BACKENDS)}")
     if backend == "torch":
-        if threads is not None:
-            torch_threads(threads)
+        if not bulk:
+            torch_threads(settings.torch_serving_threads)
         return Encoder(entry.version, load_model(entry.load_path, settings.device), settings.encode_batch_size)
     from flywheel.models.guard import ensure_export, verdict
 

@@ -99,6 +99,9 @@ class EdgeIndex:
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()  # the two maps
         self._pointer = root / f"{alias}.json"
+        # The pointer file as last read or written: this process holds the folder's lock, so no other writes
+        # it, and every search need not read it (a file read per search measured ~0.15 ms of a 3 ms search).
+        self._serving: str | None = read_json(self._pointer)["version"] if self._pointer.is_file() else None
         for leftover in root.glob(f".{alias}__*"):  # a create or drop that a crash cut short
             if ".creating-" in leftover.name or ".dropping-" in leftover.name:
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -238,6 +241,7 @@ class EdgeIndex:
             shutil.rmtree(trash, ignore_errors=True)
             if self.serving_version() == version:
                 self._pointer.unlink(missing_ok=True)
+                self._serving = None
 
     def versions(self) -> list[str]:
         """Model versions that have a shard under this alias's prefix."""
@@ -250,9 +254,7 @@ class EdgeIndex:
 
     def serving_version(self) -> str | None:
         """The version the alias (the pointer file) points at, or None when it is not set."""
-        if not self._pointer.is_file():
-            return None
-        return read_json(self._pointer)["version"]
+        return self._serving
 
     def point_alias(self, version: str) -> None:
         """Point the alias at a version's shard: one atomic rename of the pointer file.
@@ -263,6 +265,7 @@ class EdgeIndex:
         if not self.exists(version):
             raise NotFound(f"cannot point {self.alias!r} at {self.collection(version)}: it does not exist")
         write_json_atomic(self._pointer, {"version": version, "collection": self.collection(version)})
+        self._serving = version
 
     def count(self, version: str) -> int:
         """Exact number of points in a version's shard."""

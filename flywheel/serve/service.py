@@ -197,7 +197,7 @@ class Service:
             entry = self.registry.ensure_base(self.settings.base_model, int(model.get_embedding_dimension()))
             if self.settings.encoder_backend == "torch":
                 encoder = Encoder(entry.version, model, self.settings.encode_batch_size)
-                torch_threads(self.settings.serving_threads)
+                torch_threads(self.settings.torch_serving_threads)
             else:
                 encoder = self.load_encoder(entry)
         else:
