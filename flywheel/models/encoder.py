@@ -1,7 +1,8 @@
 """Encoders: a model version loaded for turning text into normalised vectors, through PyTorch or ONNX Runtime.
 
 Backends (`FLYWHEEL_ENCODER_BACKEND` for queries, `FLYWHEEL_BULK_ENCODER_BACKEND` for corpus encoding):
-"auto" (the default: ONNX fp32, exporting the version first if it never was, and torch where its export failed),
+"auto" (the default: ONNX fp32, exporting the version first if it never was; torch on a CUDA device and where the
+export failed),
 "torch" (sentence-transformers), "onnx" (ONNX Runtime fp32, the same function) and "onnx-int8" (dynamic
 per-channel int8, used only where the accuracy guard passed; see flywheel.models.guard). The ONNX path needs only
 onnxruntime, tokenizers and numpy: it never imports torch.
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from flywheel.errors import ConfigError
-from flywheel.models.loading import load_model
+from flywheel.models.loading import load_model, resolve_device
 from flywheel.models.onnx import OnnxModel
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ def load_encoder(
     """
     backend = backend or (settings.bulk_backend if bulk else settings.encoder_backend)
     threads = None if bulk else settings.serve_threads  # ONNX: None keeps ONNX Runtime's one per core
+    if backend == "auto" and settings.device != "cpu" and (resolve_device(settings.device) or "").startswith("cuda"):
+        backend = "torch"  # a GPU encodes faster through torch than ONNX Runtime's CPU provider
     if backend == "auto":
         folder = auto_export(registry, entry)
         if folder is not None:

@@ -84,3 +84,14 @@ def test_a_fresh_data_dir_on_the_default_serves_onnx_and_a_later_torch_start_kee
         assert service.encoder.backend == "torch" and service.index.vectors_backend("v1") == "onnx"
     finally:
         service.close()
+
+
+def test_auto_encodes_with_torch_on_a_cuda_device(
+    service: Service, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flywheel.models import encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "resolve_device", lambda device: "cuda")  # as on a machine with a GPU
+    entry = registry.get("v1")
+    encoder = load_encoder(registry, entry, service.settings.model_copy(update={"encoder_backend": "auto"}))
+    assert encoder.backend == "torch" and not export_folder(registry, entry).exists()
