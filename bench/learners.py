@@ -18,9 +18,12 @@ adapter cycle trains it, and judged against the base (the incumbent) with paired
 
 Learners: base (the incumbent itself), in-batch adapter (the previous default), corpus adapter (softmax over
 the whole index), debiased adapter (corpus, clicks weighted by inverse estimated propensity), memory (query
-memory alone), adapter+memory (corpus adapter then memory, the default).
+memory alone), adapter+memory (corpus adapter then memory, the default), full fine-tune (what a full cycle
+trains with the default settings, on the same training rows, then the whole corpus re-embedded; judged on the
+check queries and next traffic by true labels only, the judged views being the adapter gate's).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/learners.py [--worlds scifact,quora] [--traffic uniform,zipf] [--seeds 0]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/learners.py [--worlds scifact,quora] [--traffic uniform,zipf] [--seeds 0] \
+        [--learners base,...] [--out bench/results/learners.json]
 
 Prints a table and writes bench/results/learners.json. Base vectors are cached in bench/.cache (gitignored).
 """
@@ -61,7 +64,15 @@ from flywheel.util.packaged import packaged_model_path  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(__file__).resolve().parent / ".cache"
-LEARNERS = ("base", "in-batch adapter", "corpus adapter", "debiased adapter", "memory", "adapter+memory")
+LEARNERS = (
+    "base",
+    "in-batch adapter",
+    "corpus adapter",
+    "debiased adapter",
+    "memory",
+    "adapter+memory",
+    "full fine-tune",
+)
 
 
 def base_vectors(world: World, model: Any) -> dict[str, np.ndarray]:
@@ -185,6 +196,12 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: li
             )
             base_next = judge_next(world, vec, cache, None, window)
             for learner in learners:
+                if learner == "full fine-tune":
+                    bases = (base_check, base_next)
+                    rows.append(full_row(world, cache, train_rows, settings, Path(tmp), bases, window))
+                    rows[-1].update(traffic=traffic_name, seed=seed, simulation=sim, counts=mined.counts)
+                    print(_line(rows[-1]), flush=True)
+                    continue
                 chosen = settings_for(learner, settings)
                 t0 = time.monotonic()
                 candidate = train_learner(arrays, cache, chosen, "cand")[0] if chosen else None
@@ -232,6 +249,53 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: li
     return rows
 
 
+def full_row(
+    world: World,
+    cache: Any,
+    train_rows: list,
+    settings: Settings,
+    tmp: Path,
+    base_scores: tuple[dict, dict],
+    window: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """Fine-tune the base as a full cycle would (its settings, its training rows), re-embed the corpus with it,
+    and judge it against the base on the check queries and every next-traffic search by their true labels."""
+    from flywheel.cycle.full import train_config
+    from flywheel.cycle.split import labelled
+    from flywheel.formats.pairs import examples_from_labelled
+    from flywheel.learn.finetune import train_model
+    from flywheel.models.loading import load_model
+
+    t0 = time.monotonic()
+    pairs = labelled(train_rows)
+    out = tmp / "full-fine-tune"
+    result = train_model(
+        packaged_model_path(), examples_from_labelled(pairs), out, train_config(settings), False, pairs=pairs
+    )
+    train_s = time.monotonic() - t0
+    tuned = load_model(str(out), "cpu")
+    texts = {d.id: d.text for d in world.corpus}
+    corpus = {doc_id: texts[doc_id] for doc_id in cache.doc_ids}
+    docs = tuned.encode(list(corpus.values()), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    check = retrieval_scores(tuned, world.check_queries, corpus, world.check_relevant, 10, docs)
+    qid_of = {text: qid for qid, text in world.traffic_queries.items()}
+    relevant = {sid: world.traffic_relevant[qid_of[query]] for sid, query in window}
+    next_truth = retrieval_scores(tuned, dict(window), corpus, relevant, 10, docs)
+    return {
+        "world": world.name,
+        "learner": "full fine-tune",
+        "train_s": round(train_s, 2),
+        "reembed_s": round(time.monotonic() - t0 - train_s, 2),
+        "steps": result.steps,
+        "check": _summary(compare_scores(base_scores[0], check, seed=settings.seed)),
+        "next_truth": _summary(compare_scores(base_scores[1], next_truth, seed=settings.seed)),
+        "next": None,
+        "unseen": None,
+        "next_judged": None,
+        "unseen_judged": None,
+    }
+
+
 def _summary(block: dict[str, Any] | None) -> dict[str, Any] | None:
     if block is None:
         return None
@@ -267,6 +331,7 @@ def main() -> None:
     parser.add_argument("--traffic", default="uniform,zipf")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--learners", default=",".join(LEARNERS))
+    parser.add_argument("--out", type=Path, default=RESULTS / "learners.json")
     args = parser.parse_args()
     from sentence_transformers import SentenceTransformer
 
@@ -283,10 +348,10 @@ def main() -> None:
         for traffic in args.traffic.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 rows += run_cell(world, vec, traffic, seed, learners)
-    RESULTS.mkdir(exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     out = {"rows": rows, "wall_s": round(time.monotonic() - started, 1), "command": " ".join(sys.argv)}
-    (RESULTS / "learners.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nnDCG@10 of base + learner, (relative change) [95% CI of the change]; wrote {RESULTS / 'learners.json'}")
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nnDCG@10 of base + learner, (relative change) [95% CI of the change]; wrote {args.out}")
     for r in rows:
         print(_line(r))
 
