@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,7 +192,8 @@ def train_into(
 ) -> dict[str, Any]:
     """Train and save the model plus meta.json into the existing empty directory `target`."""
     import torch
-    from transformers import set_seed
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import PrinterCallback, set_seed
 
     config.validate()
     if not examples and not pairs:
@@ -201,31 +203,6 @@ def train_into(
     monitor = _monitor(None if config.max_minutes is None else started + 60.0 * config.max_minutes)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
     set_seed(config.seed)
-    serving_threads = torch.get_num_threads()  # a cycle in the serving process gives the cores back after
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
-        return _train(base_model, examples, target, config, progress, pairs, device, started, monitor)
-    finally:
-        torch.set_num_threads(serving_threads)
-
-
-def _train(
-    base_model: str,
-    examples: Sequence[TrainingExample],
-    target: Path,
-    config: TrainConfig,
-    progress: bool,
-    pairs: list[LabelledPair],
-    device: str,
-    started: float,
-    monitor: Any,
-) -> dict[str, Any]:
-    """The body of `train_into`, with torch's threads set."""
-    import torch
-    from sentence_transformers import SentenceTransformerTrainer
-    from transformers import PrinterCallback
-
     model = _load_for_training(base_model, device, config)
     datasets = _build_datasets(examples, pairs, config)
     if not datasets:
@@ -244,7 +221,8 @@ def _train(
         # Passing the cap to the trainer (rather than stopping in a callback) keeps the LR schedule whole.
         trainer.args.max_steps = steps_cap
         trainer.args.logging_steps = max(1, steps_cap // _LOSS_POINTS)
-        trainer.train()
+        with _torch_threads(config.threads):
+            trainer.train()
         steps = int(trainer.state.global_step)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -270,10 +248,25 @@ def _train(
         "stopped_early": stop_reason is not None,
         "stop_reason": stop_reason,
         "loss_curve": monitor.points,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": config.threads or torch.get_num_threads(),  # while training
     }
     write_json_atomic(target / "meta.json", meta)
     return meta
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` for a block, then put back: a cycle in the serving process
+    trains on every core and leaves the serving encoder its own setting (None: leave torch as it is)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _load_for_training(base_model: str, device: str, config: TrainConfig) -> SentenceTransformer:

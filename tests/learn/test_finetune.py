@@ -162,3 +162,28 @@ def test_contrastive_uses_extra_labelled_pairs_and_train_from_file(tiny: str, tm
     with pytest.raises(InvalidInput, match="unknown loss"):
         train_model(tiny, make_training_examples(), tmp_path / "c", TrainConfig(loss="bogus"), progress=False)  # type: ignore[arg-type]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "pairs.jsonl"]
+
+
+def test_training_sets_torch_threads_for_its_duration_only(
+    tiny: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from transformers import Trainer
+
+    seen: list[int] = []
+    real_train = Trainer.train
+
+    def train(self: Trainer, *args: object, **kwargs: object) -> object:
+        seen.append(torch.get_num_threads())
+        return real_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train", train)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # what a serving process on two cores has
+    try:
+        config = TrainConfig(batch_size=8, max_steps=2, threads=2)
+        train_model(tiny, make_training_examples(), tmp_path / "m", config, progress=False)
+        assert seen == [2] and torch.get_num_threads() == 1
+        assert json.loads((tmp_path / "m" / "meta.json").read_text())["torch_threads"] == 2
+    finally:
+        torch.set_num_threads(before)
