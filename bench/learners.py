@@ -168,10 +168,14 @@ def judge_next(
     traffic-weighted, repeats included."""
     encode = lambda texts: np.stack([vec[t] for t in texts])  # noqa: E731
     side = AdaptedQueries(cache.base, encode, candidate)
+    corpus = dict.fromkeys(cache.doc_ids, "")
+    return retrieval_scores(side, dict(searches), corpus, next_relevant(world, searches), 10, cache.docs)
+
+
+def next_relevant(world: World, searches: list[tuple[str, str]]) -> dict[str, set[str]]:
+    """Search id -> the true relevant documents of its query (a traffic query)."""
     qid_of = {text: qid for qid, text in world.traffic_queries.items()}
-    queries = dict(searches)
-    relevant = {sid: world.traffic_relevant[qid_of[query]] for sid, query in searches}
-    return retrieval_scores(side, queries, dict.fromkeys(cache.doc_ids, ""), relevant, 10, cache.docs)
+    return {sid: world.traffic_relevant[qid_of[query]] for sid, query in searches}
 
 
 def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: list[str]) -> list[dict[str, Any]]:
@@ -278,9 +282,7 @@ def full_row(
     corpus = {doc_id: texts[doc_id] for doc_id in cache.doc_ids}
     docs = tuned.encode(list(corpus.values()), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     check = retrieval_scores(tuned, world.check_queries, corpus, world.check_relevant, 10, docs)
-    qid_of = {text: qid for qid, text in world.traffic_queries.items()}
-    relevant = {sid: world.traffic_relevant[qid_of[query]] for sid, query in window}
-    next_truth = retrieval_scores(tuned, dict(window), corpus, relevant, 10, docs)
+    next_truth = retrieval_scores(tuned, dict(window), corpus, next_relevant(world, window), 10, docs)
     return {
         "world": world.name,
         "learner": "full fine-tune",

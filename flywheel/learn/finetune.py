@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from flywheel.errors import InvalidInput
 from flywheel.formats.pairs import examples_from_labelled, is_triplet_file, load_labelled_pairs, load_training_examples
-from flywheel.models.loading import resolve_model
+from flywheel.models.loading import resolve_model, set_torch_threads
 from flywheel.types import LabelledPair, TrainingExample
 from flywheel.util.files import move_into_place, prepare_tmp_dir, write_json_atomic
 from flywheel.util.packaged import DEFAULT_MODEL_ALIASES
@@ -221,8 +220,12 @@ def train_into(
         # Passing the cap to the trainer (rather than stopping in a callback) keeps the LR schedule whole.
         trainer.args.max_steps = steps_cap
         trainer.args.logging_steps = max(1, steps_cap // _LOSS_POINTS)
-        with _torch_threads(config.threads):
+        # A cycle in the serving process trains on every core and gives the serving encoder its setting back.
+        serving_threads = set_torch_threads(config.threads)
+        try:
             trainer.train()
+        finally:
+            set_torch_threads(serving_threads)
         steps = int(trainer.state.global_step)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -252,21 +255,6 @@ def train_into(
     }
     write_json_atomic(target / "meta.json", meta)
     return meta
-
-
-@contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to `threads` for a block, then put back: a cycle in the serving process
-    trains on every core and leaves the serving encoder its own setting (None: leave torch as it is)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _load_for_training(base_model: str, device: str, config: TrainConfig) -> SentenceTransformer:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from flywheel.models.loading import set_torch_threads
 from flywheel.models.query_adapter import normalise
 
 LOSSES = ("mnrl", "mnrl+bce", "bce")
@@ -113,19 +114,17 @@ def train_adapter(
         The trained weights, loss curve (mean per epoch), steps, duration and, with early stopping, the
         epoch kept.
     """
-    import torch
 
     config = config or AdapterConfig()
     if config.loss not in LOSSES:
         raise ValueError(f"unknown adapter loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
     if config.negatives not in NEGATIVES:
         raise ValueError(f"unknown adapter negatives {config.negatives!r}; choose one of {', '.join(NEGATIVES)}")
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
+    previous_threads = set_torch_threads(config.threads)
     try:
         return _Trainer(queries, docs, examples, pairs, config, weights).run()
     finally:
-        torch.set_num_threads(previous_threads)
+        set_torch_threads(previous_threads)
 
 
 class _Trainer:

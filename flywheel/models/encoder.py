@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from flywheel.errors import ConfigError
-from flywheel.models.loading import load_model, resolve_device
+from flywheel.models.loading import load_model, resolve_device, set_torch_threads
 from flywheel.models.onnx import OnnxModel
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def load_encoder(
     """
     backend = backend or (settings.bulk_backend if bulk else settings.encoder_backend)
     threads = None if bulk else settings.serve_threads  # ONNX: None keeps ONNX Runtime's one per core
-    if backend == "auto" and settings.device != "cpu" and (resolve_device(settings.device) or "").startswith("cuda"):
+    if backend == "auto" and (resolve_device(settings.device) or "").startswith("cuda"):
         backend = "torch"  # a GPU encodes faster through torch than ONNX Runtime's CPU provider
     if backend == "auto":
         folder = auto_export(registry, entry)
@@ -115,9 +115,7 @@ def load_encoder(
     if backend not in BACKENDS:
         raise ConfigError(f"unknown encoder backend {backend!r}; use auto or one of {', '.join(BACKENDS)}")
     if backend == "torch":
-        if not bulk:
-            torch_threads(settings.torch_serving_threads)
-        return Encoder(entry.version, load_model(entry.load_path, settings.device), settings.encode_batch_size)
+        return torch_encoder(entry.version, load_model(entry.load_path, settings.device), settings, bulk)
     from flywheel.models.guard import ensure_export, verdict
 
     folder, meta = ensure_export(registry, entry, settings)
@@ -131,11 +129,12 @@ def load_encoder(
     return Encoder(entry.version, model, settings.encode_batch_size, backend)
 
 
-def torch_threads(threads: int) -> None:
-    """Set torch's intra-op threads for the process (serving: fewer than torch's one per core, see Settings)."""
-    import torch
-
-    torch.set_num_threads(threads)
+def torch_encoder(version: str, model: object, settings: Settings, bulk: bool = False) -> Encoder:
+    """A loaded SentenceTransformer as an Encoder; a query encoder also sets torch's serving threads
+    (fewer than torch's one per core, see `Settings.torch_serving_threads`)."""
+    if not bulk:
+        set_torch_threads(settings.torch_serving_threads)
+    return Encoder(version, model, settings.encode_batch_size)
 
 
 def auto_export(registry: Registry, entry: ModelVersion) -> Path | None:

@@ -35,6 +35,20 @@ def resolve_device(device: str | None = "auto") -> str | None:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def set_torch_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads for the process (None: leave them as they are).
+
+    Returns:
+        The count before, so a caller can put it back.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    return before
+
+
 def load_model(name_or_path: str | Path, device: str | None = "auto") -> SentenceTransformer:
     """Load a SentenceTransformer in eval mode by folder, hub name or an alias of the packaged default.
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from flywheel.config import Settings
 from flywheel.errors import Conflict, IndexMismatch, NotFound
-from flywheel.models.encoder import Encoder, compatible, load_encoder, torch_threads
+from flywheel.models.encoder import Encoder, compatible, load_encoder, torch_encoder
 from flywheel.models.loading import load_model
 from flywheel.models.query_adapter import QueryAdapter
 from flywheel.models.registry import ModelVersion, Registry
@@ -195,9 +195,8 @@ class Service:
         except NotFound:
             model = load_model(self.settings.base_model, self.settings.device)
             entry = self.registry.ensure_base(self.settings.base_model, int(model.get_embedding_dimension()))
-            if self.settings.encoder_backend == "torch":
-                encoder = Encoder(entry.version, model, self.settings.encode_batch_size)
-                torch_threads(self.settings.torch_serving_threads)
+            if self.settings.encoder_backend == "torch":  # the model just loaded serves
+                encoder = torch_encoder(entry.version, model, self.settings)
             else:
                 encoder = self.load_encoder(entry)
         else:
