@@ -23,7 +23,11 @@ trains with the default settings, on the same training rows, then the whole corp
 check queries and next traffic by true labels only, the judged views being the adapter gate's).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/learners.py [--worlds scifact,quora] [--traffic uniform,zipf] [--seeds 0] \
-        [--learners base,...] [--out bench/results/learners.json]
+        [--learners base,...] [--explore 0,0.25] [--out bench/results/learners.json]
+
+`--explore` simulates the service's exploration (`FLYWHEEL_EXPLORE_SHARE`, default slots and depth) at each
+share given: the table then also shows the nDCG@10 of what users were shown (the cost) and the simulation
+counts the clicks on documents shown only because their search explored.
 
 Prints a table and writes bench/results/learners.json. Base vectors are cached in bench/.cache (gitignored).
 """
@@ -55,6 +59,7 @@ from flywheel.lab.demo import DEMO_USER  # noqa: E402
 from flywheel.lab.simulate import SimulationStats, Traffic, _behave, query_sequence  # noqa: E402
 from flywheel.lab.worlds import World, load_world  # noqa: E402
 from flywheel.models.query_adapter import AdaptedQueries, QueryAdapter, normalise  # noqa: E402
+from flywheel.scoring.exploration import Exploration  # noqa: E402
 from flywheel.scoring.ranking import compare_scores, retrieval_scores  # noqa: E402
 from flywheel.serve.service import Service  # noqa: E402
 from flywheel.serve.store import encode_vector  # noqa: E402
@@ -90,8 +95,14 @@ def base_vectors(world: World, model: Any) -> dict[str, np.ndarray]:
     return dict(zip(texts, vectors, strict=True))
 
 
-def write_traffic(service: Service, world: World, vec: dict, traffic: Traffic, seed: int) -> dict[str, int]:
-    """Ingest the corpus with cached vectors; log the simulated searches (in time order) and their events."""
+def write_traffic(
+    service: Service, world: World, vec: dict, traffic: Traffic, seed: int, exploration: Exploration | None = None
+) -> dict[str, float]:
+    """Ingest the corpus with cached vectors; log the simulated searches (in time order) and their events.
+
+    With `exploration`, its share of searches shows what the service would show (`Exploration.arrange`);
+    `shown_ndcg` is the mean nDCG@10 of the lists users saw, by their queries' true labels (the cost), and
+    `explored_clicks` the clicks on documents shown only because their search explored (the gain)."""
     import pyarrow as pa
 
     ids = [d.id for d in world.corpus]
@@ -103,7 +114,10 @@ def write_traffic(service: Service, world: World, vec: dict, traffic: Traffic, s
     order = query_sequence(world.traffic_queries, traffic, seed)
     qids = sorted(set(order))
     q_vectors = np.stack([vec[world.traffic_queries[q]] for q in qids])
-    top = np.argsort(-(q_vectors @ doc_vectors.T), axis=1)[:, : user.k]
+    exploration = exploration or Exploration()
+    top = np.argsort(-(q_vectors @ doc_vectors.T), axis=1)[:, : exploration.fetch(user.k)]
+    shown_ndcg: list[float] = []
+    explored_clicks = 0
     row = {q: i for i, q in enumerate(qids)}
     start = utcnow() - timedelta(seconds=len(order))
     cols: dict[str, list] = {c: [] for c in ("search_id", "query", "query_vector", "ts")}
@@ -115,12 +129,17 @@ def write_traffic(service: Service, world: World, vec: dict, traffic: Traffic, s
         cols["query"].append(world.traffic_queries[qid])
         cols["query_vector"].append(encode_vector(q_vectors[i]))
         cols["ts"].append(start + timedelta(seconds=n))  # one search a second: the log keeps their order
-        hits = [{"doc_id": ids[j], "score": float(q_vectors[i] @ doc_vectors[j])} for j in top[i]]
+        ranked = [int(j) for j in top[i]]
+        shown = exploration.arrange(ranked, user.k, sid) if exploration.explores(sid, user.k) else ranked[: user.k]
+        hits = [{"doc_id": ids[j], "score": float(q_vectors[i] @ doc_vectors[j])} for j in shown]
+        shown_ndcg.append(_ndcg([h["doc_id"] for h in hits], world.traffic_relevant[qid]))
+        below = {ids[j] for j in ranked[user.k :]}  # shown only because this search explored
         for rank, h in enumerate(hits, start=1):
             for key, value in (("search_id", sid), ("rank", rank), ("doc_id", h["doc_id"]), ("score", h["score"])):
                 imps[key].append(value)
         for e in _behave({"search_id": sid, "hits": hits}, world.traffic_relevant[qid], user, rng, stats):
             events.append(Event(e["event_id"], e["search_id"], e["doc_id"], e["type"]))
+            explored_clicks += e["type"] == "click" and e["doc_id"] in below
         stats.searches += 1
     n = len(order)
     table = pa.table({**cols, "ts": pa.array(cols["ts"], pa.timestamp("us")), "k": pa.array([user.k] * n, pa.int32())})
@@ -137,7 +156,16 @@ def write_traffic(service: Service, world: World, vec: dict, traffic: Traffic, s
     for begin in range(0, len(events), 5000):
         service.feedback(events[begin : begin + 5000])
     stats.distinct_queries = len(qids)
-    return {k: v for k, v in vars(stats).items() if k in ("searches", "distinct_queries", "clicks", "wrong_clicks")}
+    kept = ("searches", "distinct_queries", "clicks", "wrong_clicks")
+    shown = {"shown_ndcg": round(float(np.mean(shown_ndcg)), 4), "explored_clicks": explored_clicks}
+    return {**{k: v for k, v in vars(stats).items() if k in kept}, **shown}
+
+
+def _ndcg(shown: list[str], relevant: set[str], k: int = 10) -> float:
+    """nDCG@k of one shown list against binary labels."""
+    dcg = sum(1 / np.log2(r + 2) for r, d in enumerate(shown[:k]) if d in relevant)
+    ideal = sum(1 / np.log2(r + 2) for r in range(min(len(relevant), k)))
+    return float(dcg / ideal) if ideal else 0.0
 
 
 def settings_for(learner: str, base: Settings) -> Settings | None:
@@ -178,7 +206,9 @@ def next_relevant(world: World, searches: list[tuple[str, str]]) -> dict[str, se
     return {sid: world.traffic_relevant[qid_of[query]] for sid, query in searches}
 
 
-def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: list[str]) -> list[dict[str, Any]]:
+def run_cell(
+    world: World, vec: dict, traffic_name: str, seed: int, learners: list[str], explore: float = 0.0
+) -> list[dict[str, Any]]:
     """One world x traffic x seed: simulate once, then train and judge every learner on the same data."""
     traffic = Traffic(popularity=traffic_name, rounds=3, user=DEMO_USER)
     if traffic_name == "zipf":
@@ -188,7 +218,7 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: li
         settings = Settings(data_dir=Path(tmp), base_model=packaged_model_path(), seed=seed)
         service = Service.open(settings)
         try:
-            sim = write_traffic(service, world, vec, traffic, seed)
+            sim = write_traffic(service, world, vec, traffic, seed, Exploration(share=explore))
             report = CycleReport(cycle_id="bench", created_at="", kind="adapter")
             mined, train_rows, heldout_rows = mine_and_split(service, service.encoder, report)
             cache = gather_vectors(service, service.encoder, mined.pairs, (s.query for s in mined.next_traffic))
@@ -203,7 +233,9 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: li
                 if learner == "full fine-tune":
                     bases = (base_check, base_next)
                     rows.append(full_row(world, cache, train_rows, settings, Path(tmp), bases, window))
-                    rows[-1].update(traffic=traffic_name, seed=seed, simulation=sim, counts=mined.counts)
+                    rows[-1].update(
+                        traffic=traffic_name, seed=seed, explore=explore, simulation=sim, counts=mined.counts
+                    )
                     print(_line(rows[-1]), flush=True)
                     continue
                 chosen = settings_for(learner, settings)
@@ -238,6 +270,7 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, learners: li
                         "traffic": traffic_name,
                         "seed": seed,
                         "learner": learner,
+                        "explore": explore,
                         "train_s": round(seconds, 2),
                         "check": _summary(check),
                         "next_truth": _summary(next_truth),
@@ -320,7 +353,8 @@ def _cell(s: dict[str, Any] | None) -> str:
 
 def _line(r: dict[str, Any]) -> str:
     return (
-        f"{r['world']:8} {r['traffic']:8} {r['learner']:17} check {_cell(r['check']):34} "
+        f"{r['world']:8} {r['traffic']:8} explore {r.get('explore', 0):.2f} shown {r['simulation']['shown_ndcg']:.3f} "
+        f"{r['learner']:17} check {_cell(r['check']):34} "
         f"next (truth) {_cell(r.get('next_truth')):34} next {_cell(r['next']):34} "
         f"unseen {_cell(r['unseen']):34} judged: next {_cell(r['next_judged']):34} "
         f"unseen {_cell(r['unseen_judged']):34} train {r['train_s']:.1f} s"
@@ -333,6 +367,7 @@ def main() -> None:
     parser.add_argument("--traffic", default="uniform,zipf")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--learners", default=",".join(LEARNERS))
+    parser.add_argument("--explore", default="0", help="exploration shares to simulate, comma-separated")
     parser.add_argument("--out", type=Path, default=RESULTS / "learners.json")
     args = parser.parse_args()
     from sentence_transformers import SentenceTransformer
@@ -349,7 +384,8 @@ def main() -> None:
         vec = base_vectors(world, model)
         for traffic in args.traffic.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
-                rows += run_cell(world, vec, traffic, seed, learners)
+                for share in (float(x) for x in args.explore.split(",")):
+                    rows += run_cell(world, vec, traffic, seed, learners, share)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out = {"rows": rows, "wall_s": round(time.monotonic() - started, 1), "command": " ".join(sys.argv)}
     args.out.write_text(json.dumps(out, indent=2) + "\n")

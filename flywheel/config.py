@@ -278,6 +278,15 @@ class Settings(BaseSettings):
         10.0, gt=0, description="how often the online test reads its feedback and applies the stop rule"
     )
 
+    # Exploration: a share of searches shows, in its last positions, results from just below the top k, so
+    # clicks can reach documents the ranker puts just out of sight (docs/adapters.md, "Exploration": off by
+    # default, measured to earn nothing at demo-sized traffic).
+    explore_share: float = Field(
+        0.0, ge=0, le=1, description="share of searches (by search id) whose last positions explore; 0 = off"
+    )
+    explore_slots: int = Field(3, ge=1, description="how many of the last positions an exploring search draws")
+    explore_depth: int = Field(20, ge=1, description="the draw reaches this many results below k")
+
     # Scheduling (inside `flywheel serve`).
     cycle_interval_minutes: float | None = Field(None, gt=0, description="run a cycle every N minutes")
     cycle_cron: str | None = Field(None, description="or a crontab expression, e.g. '0 3 * * *'")

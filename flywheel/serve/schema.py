@@ -60,7 +60,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         5,
         "online tests: the experiment and arm of each search, the team of each impression, shadow rankings",
         # experiment: the cycle id of the online test the search took part in (NULL: none ran); arm:
-        # "interleaved" (both rankers made the list), "incumbent" (outside the interleaved share) or "shadow".
+        # "interleaved" (both rankers made the list), "incumbent" (outside the interleaved share) or "shadow";
+        # outside a test (experiment NULL), "explore" marks a search whose last positions explored.
         # team: which ranker contributed an interleaved impression. shadow_rankings: what the challenger would
         # have shown (doc ids as JSON, best first) and how many of the shown top k it shares.
         """

@@ -25,6 +25,7 @@ from flywheel.models.encoder import Encoder, compatible, load_encoder, torch_enc
 from flywheel.models.loading import load_model
 from flywheel.models.query_adapter import QueryAdapter
 from flywheel.models.registry import ModelVersion, Registry
+from flywheel.scoring.exploration import Exploration
 from flywheel.serve.engine import VectorIndex, open_index
 from flywheel.serve.experiment import Experiment, merge, shadow_record
 from flywheel.serve.recovery import settle_promoted_cycles
@@ -62,6 +63,7 @@ class Service:
         self._encoder: Encoder | None = None
         self._adapter: QueryAdapter | None = None
         self._experiment: Experiment | None = None
+        self.exploration = Exploration(settings.explore_share, settings.explore_slots, settings.explore_depth)
 
     @classmethod
     def open(cls, settings: Settings, progress: bool = False) -> Service:
@@ -307,6 +309,10 @@ class Service:
         The answer is made before anything is logged, so a search that cannot be answered (a hit that cannot
         be serialised) leaves no searches or impressions rows behind.
 
+        On the exploring share of searches (`Settings.explore_share`, never during an online test) the last
+        positions show a random draw from just below the top k (`flywheel.scoring.exploration`), logged with
+        arm "explore" and the ranks as shown.
+
         During an online test (`start_experiment`) the challenger ranks too: an interleaved search shows the
         team-draft merge of both lists (each impression logged with its team), a shadow search shows the
         incumbent's and logs the challenger's. The challenger's query is encoded beside the incumbent's (a second
@@ -316,6 +322,8 @@ class Service:
         search_id = uuid.uuid4().hex
         while True:
             encoder, adapter, experiment = self.encoder, self._adapter, self._experiment
+            # Exploration stays out of an online test: its clicks must compare the two rankers alone.
+            explores = experiment is None and self.exploration.explores(search_id, k)
             vector = encoder.encode([query])[0]
             query_vector = adapter.apply(vector) if adapter is not None else vector
             arm = experiment.arm(search_id) if experiment is not None else None
@@ -326,7 +334,8 @@ class Service:
             with self._serving:
                 if encoder is not self._encoder or adapter is not self._adapter or experiment is not self._experiment:
                     continue  # a swap or a test's start or end happened while encoding: encode again
-                hits = self.index.search(query_vector, k, metadata_filter=metadata_filter)
+                fetch = self.exploration.fetch(k) if explores else k
+                hits = self.index.search(query_vector, fetch, metadata_filter=metadata_filter)
                 challenger_hits = None
                 if experiment is not None and challenger_vector is not None:
                     challenger_hits = self.index.search(
@@ -337,6 +346,8 @@ class Service:
                     )
             break
         version = adapter.version if adapter is not None else encoder.version
+        if explores:
+            hits = self.exploration.arrange(hits, k, search_id)
         impressions = [Impression(rank, h.doc_id, h.score) for rank, h in enumerate(hits, start=1)]
         shadow, tag = None, None
         if experiment is not None:
@@ -359,7 +370,7 @@ class Service:
             vector_version=encoder.version,
             search_filter=metadata_filter,
             experiment=tag["id"] if tag else None,
-            arm=tag["arm"] if tag else None,
+            arm=tag["arm"] if tag else ("explore" if explores else None),
             shadow=shadow,
             wait=self.settings.search_log_flush_ms == 0,  # else queued: written within the window, off this path
         )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from flywheel.scoring.exploration import Exploration
 from flywheel.scoring.interleaving import CHALLENGER, INCUMBENT, SHARED, common_prefix
 from flywheel.serve.experiment import Experiment, merge
 from flywheel.serve.service import Service
@@ -116,3 +117,18 @@ def test_one_test_at_a_time(two_versions: tuple) -> None:
     service.start_experiment(Experiment("c5", "interleave", "v2", v2, None, fraction=1.0))
     with pytest.raises(Conflict, match="c5"):
         service.start_experiment(Experiment("c6", "shadow", "v2", v2, None, fraction=1.0))
+
+
+def test_searches_in_an_online_test_do_not_explore(two_versions: tuple) -> None:
+    service, v1, v2 = two_versions
+    service.exploration = Exploration(share=1.0, slots=2, depth=5)
+    experiment = Experiment("c5", "interleave", "v2", v2, None, fraction=1.0)
+    service.start_experiment(experiment)
+    result = service.search(QUERY, 5)
+    hits_1 = service.index.search(v1.encode([QUERY])[0], 5)
+    hits_2 = service.index.search(v2.encode([QUERY])[0], 5, collection=service.index.collection("v2"))
+    assert [h.doc_id for h in result.hits] == [h.doc_id for h in merge(result.search_id, hits_1, hits_2, 5)[0]]
+    service.end_experiment(experiment)
+    after = service.search(QUERY, 5)
+    row = service.store.query("SELECT experiment, arm FROM searches WHERE search_id = ?", [after.search_id])
+    assert row == [(None, "explore")]

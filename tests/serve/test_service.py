@@ -15,7 +15,7 @@ from flywheel.models.query_adapter import QueryAdapter
 from flywheel.models.registry import ModelVersion
 from flywheel.serve.edge_index import EdgeIndex
 from flywheel.serve.service import Service
-from flywheel.types import Document
+from flywheel.types import Document, Event
 from flywheel.util.files import now_iso
 from tests.helpers.factories import CORPUS, world_documents
 
@@ -177,3 +177,32 @@ def test_a_rebuilt_collection_keeps_the_payload_indexes_through_swaps_and_restar
         assert service.index.serving_version() == "v2" and service.index.declared_indexes("v2") == more
     finally:
         service.close()
+
+
+def test_an_exploring_search_shows_its_top_then_results_from_below_and_logs_them(settings: Settings) -> None:
+    explore = settings.model_copy(update={"explore_share": 1.0, "explore_slots": 2, "explore_depth": 5})
+    svc = Service.open(explore)
+    try:
+        svc.upsert_documents(DOCS)
+        query = "learn python programming"
+        plain = [h.doc_id for h in svc.index.search(svc.encoder.encode([query])[0], len(DOCS))]
+        result = svc.search(query, 4)
+        shown = [h.doc_id for h in result.hits]
+        assert shown[:2] == plain[:2]
+        assert set(shown[2:]) <= set(plain[2:9]) and len(set(shown)) == 4
+        rows = svc.store.query("SELECT arm, experiment FROM searches WHERE search_id = ?", [result.search_id])
+        assert rows == [("explore", None)]
+        logged = svc.store.query("SELECT doc_id FROM impressions WHERE search_id = ? ORDER BY rank", [result.search_id])
+        assert [d for (d,) in logged] == shown  # ranks as shown, so clicks on them are judged where they were seen
+        deep = shown[3]
+        assert svc.feedback([Event("e1", result.search_id, deep, "click")]) == (1, 0)
+    finally:
+        svc.close()
+
+
+def test_searches_do_not_explore_by_default(service: Service) -> None:
+    service.upsert_documents(DOCS)
+    result = service.search("learn python programming", 4)
+    plain = [h.doc_id for h in service.index.search(service.encoder.encode(["learn python programming"])[0], 4)]
+    assert [h.doc_id for h in result.hits] == plain
+    assert service.store.query("SELECT arm FROM searches") == [(None,)]
