@@ -288,7 +288,8 @@ class Store:
             query_vector: the base model's query vector (before any adapter), kept as float16 for adapter cycles.
             vector_version: the base version that computed `query_vector`.
             search_filter: the metadata filter the search applied (stored as JSON).
-            experiment: the online test's id (its cycle id) when one ran; `arm` says how this search took part.
+            experiment: the online test's id (its cycle id) when one ran; `arm` says how this search took part
+                (or, with no test, "explore" when its last positions explored).
             shadow: in a shadow test, (the challenger's doc ids, best first; their overlap with what was shown).
             wait: False queues the search: it is written by the background flush (`start_search_log`) or before
                 the next statement on this store, whichever comes first, so feedback on it is never refused.
