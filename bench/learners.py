@@ -25,9 +25,10 @@ check queries and next traffic by true labels only, the judged views being the a
     HF_HUB_OFFLINE=1 .venv/bin/python bench/learners.py [--worlds scifact,quora] [--traffic uniform,zipf] [--seeds 0] \
         [--learners base,...] [--explore 0,0.25] [--out bench/results/learners.json]
 
-`--explore` simulates the service's exploration (`FLYWHEEL_EXPLORE_SHARE`, default slots and depth) at each
-share given: the table then also shows the nDCG@10 of what users were shown (the cost) and the simulation
-counts the clicks on documents shown only because their search explored.
+`--explore` simulates the service's exploration (`FLYWHEEL_EXPLORE_SHARE`; `--explore-slots` and
+`--explore-depth` as `FLYWHEEL_EXPLORE_SLOTS` / `_DEPTH`) at each share given: the table then also shows the
+nDCG@10 of what users were shown (the cost) and the simulation counts the clicks on documents shown only
+because their search explored.
 
 Prints a table and writes bench/results/learners.json. Base vectors are cached in bench/.cache (gitignored).
 """
@@ -207,7 +208,7 @@ def next_relevant(world: World, searches: list[tuple[str, str]]) -> dict[str, se
 
 
 def run_cell(
-    world: World, vec: dict, traffic_name: str, seed: int, learners: list[str], explore: float = 0.0
+    world: World, vec: dict, traffic_name: str, seed: int, learners: list[str], explore: Exploration | None = None
 ) -> list[dict[str, Any]]:
     """One world x traffic x seed: simulate once, then train and judge every learner on the same data."""
     traffic = Traffic(popularity=traffic_name, rounds=3, user=DEMO_USER)
@@ -218,7 +219,8 @@ def run_cell(
         settings = Settings(data_dir=Path(tmp), base_model=packaged_model_path(), seed=seed)
         service = Service.open(settings)
         try:
-            sim = write_traffic(service, world, vec, traffic, seed, Exploration(share=explore))
+            explore = explore or Exploration()
+            sim = write_traffic(service, world, vec, traffic, seed, explore)
             report = CycleReport(cycle_id="bench", created_at="", kind="adapter")
             mined, train_rows, heldout_rows = mine_and_split(service, service.encoder, report)
             cache = gather_vectors(service, service.encoder, mined.pairs, (s.query for s in mined.next_traffic))
@@ -234,7 +236,7 @@ def run_cell(
                     bases = (base_check, base_next)
                     rows.append(full_row(world, cache, train_rows, settings, Path(tmp), bases, window))
                     rows[-1].update(
-                        traffic=traffic_name, seed=seed, explore=explore, simulation=sim, counts=mined.counts
+                        traffic=traffic_name, seed=seed, explore=explore.share, simulation=sim, counts=mined.counts
                     )
                     print(_line(rows[-1]), flush=True)
                     continue
@@ -270,7 +272,9 @@ def run_cell(
                         "traffic": traffic_name,
                         "seed": seed,
                         "learner": learner,
-                        "explore": explore,
+                        "explore": explore.share,
+                        "explore_slots": explore.slots,
+                        "explore_depth": explore.depth,
                         "train_s": round(seconds, 2),
                         "check": _summary(check),
                         "next_truth": _summary(next_truth),
@@ -368,6 +372,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--learners", default=",".join(LEARNERS))
     parser.add_argument("--explore", default="0", help="exploration shares to simulate, comma-separated")
+    parser.add_argument("--explore-slots", type=int, default=Exploration.slots, help="last positions drawn")
+    parser.add_argument("--explore-depth", type=int, default=Exploration.depth, help="the draw's reach below k")
     parser.add_argument("--out", type=Path, default=RESULTS / "learners.json")
     args = parser.parse_args()
     from sentence_transformers import SentenceTransformer
@@ -385,7 +391,8 @@ def main() -> None:
         for traffic in args.traffic.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 for share in (float(x) for x in args.explore.split(",")):
-                    rows += run_cell(world, vec, traffic, seed, learners, share)
+                    exploration = Exploration(share, args.explore_slots, args.explore_depth)
+                    rows += run_cell(world, vec, traffic, seed, learners, exploration)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out = {"rows": rows, "wall_s": round(time.monotonic() - started, 1), "command": " ".join(sys.argv)}
     args.out.write_text(json.dumps(out, indent=2) + "\n")
