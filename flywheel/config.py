@@ -362,12 +362,13 @@ class Settings(BaseSettings):
 
     # The search log off the request path (flywheel.serve.store: queued searches, written in batches).
     search_log_flush_ms: float = Field(
-        20,
+        1000,
         ge=0,
-        le=1000,
-        description="how long an answered search may wait to be written to DuckDB, with the others that waited, in "
-        "one transaction (0: each search is written before it is answered); feedback on a waiting search is "
-        "judged after it is written, never refused; a kill -9 loses at most the searches answered in this window",
+        le=60_000,
+        description="how long an answered search may wait in memory before it is written to DuckDB, with the others "
+        "that waited, in one transaction (0: each search is written before it is answered); a waiting search is "
+        "journaled to a file first, so a kill -9 loses none (start-up writes them back), and feedback on it is "
+        "judged after it is written, never refused",
     )
 
     min_new_pairs: int = Field(100, ge=0, description="skip a scheduled cycle until this many new pairs arrived")

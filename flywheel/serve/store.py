@@ -3,8 +3,9 @@
 The serving process owns the file (DuckDB allows one writer process). Writes go in as Arrow batches inside
 one transaction each, so a request's rows are either all committed or none are, and a 2xx answer to a write
 is only sent after COMMIT (DuckDB's WAL makes a committed transaction survive `kill -9`). Searches are the
-exception the serving path chooses: queued, and written in batches within a few milliseconds, always before
-any other statement on the store (`log_search(wait=False)`, `start_search_log`).
+exception the serving path chooses: queued (and journaled, so a `kill -9` loses none), and written in batches
+in the background, always before any other statement on the store (`log_search(wait=False)`,
+`start_search_log`, `flywheel.serve.search_journal`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pyarrow as pa
 
 from flywheel.errors import NotFound, StoreLocked
 from flywheel.serve.schema import MIGRATIONS
+from flywheel.serve.search_journal import SearchJournal
 from flywheel.serve.store_writes import SearchRecord, insert_events, insert_searches
 from flywheel.types import Document, Event, Impression
 from flywheel.util.files import utcnow
@@ -71,7 +73,13 @@ class Store:
         self._max_pending = 1000
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        self._journal: SearchJournal | None = None
         self._migrate()
+        # Each queued search is also appended to the journal (a file per batch), deleted once committed; what an
+        # earlier process left there (answered, never committed: a kill) is written back now.
+        self._journal = SearchJournal(self.path.with_name(self.path.name + ".searches")) if self.path else None
+        if self._journal is not None:
+            self._replay_journal(self._journal)
 
     def close(self) -> None:
         """Write queued searches, checkpoint and close the file."""
@@ -84,13 +92,15 @@ class Store:
             except duckdb.Error:
                 log.exception("closing with %d searches that could not be logged", len(self._pending))
             finally:
+                if self._journal is not None:
+                    self._journal.close()  # what could not be written stays journaled for the next start
                 self._con.close()
 
     def start_search_log(self, interval_s: float, max_pending: int = 1000) -> None:
         """Write queued searches in the background every `interval_s` seconds (one transaction per flush).
 
         Args:
-            interval_s: the longest a queued search waits (what a `kill -9` can lose).
+            interval_s: the longest a queued search waits in memory (journaled meanwhile: a kill loses none).
             max_pending: a search queued while this many wait is written by its own request (back-pressure).
         """
         self._max_pending = max_pending
@@ -121,15 +131,42 @@ class Store:
         """
         with self._pending_lock:
             batch, self._pending = self._pending, []
-        if not batch or self._insert(batch):
+            upto = self._journal.rotate() if batch and self._journal is not None else 0
+        if not batch:
+            return
+        if self._insert(batch):
+            self._release(upto)
             return
         failed = [record for record in batch if not self._insert([record])]
         if len(failed) == len(batch):
             with self._pending_lock:
-                self._pending[:0] = batch
+                self._pending[:0] = batch  # still journaled: released by the flush that writes them
             self._insert(batch, raise_error=True)
         for record in failed:
             log.error("search %s could not be logged and was dropped", record.search_id)
+        self._release(upto)
+
+    def _release(self, upto: int) -> None:
+        if self._journal is not None:
+            with self._pending_lock:
+                self._journal.release(upto)
+
+    def _replay_journal(self, journal: SearchJournal) -> None:
+        """Write the searches an earlier process journaled but never committed (those not already stored)."""
+        records, upto = journal.leftover()
+        if records:
+            with self._lock:
+                ids = list({r.search_id for r in records})
+                sql = "SELECT search_id FROM searches WHERE list_contains(?, search_id)"
+                stored = {row[0] for row in _x(self._con, sql, [ids])}
+                seen: set[str] = set()
+                for record in records:
+                    if record.search_id not in stored and record.search_id not in seen:
+                        seen.add(record.search_id)
+                        self._pending.append(record)
+                log.info("search journal: writing back %d searches a stopped process answered", len(self._pending))
+                self._write_pending()
+        journal.release(upto)
 
     def _insert(self, records: list[SearchRecord], raise_error: bool = False) -> bool:
         """Insert searches in one transaction; False (rolled back) if it failed."""
@@ -317,6 +354,8 @@ class Store:
         if len(self._pending) >= self._max_pending:
             self.flush_searches()  # back-pressure: the queue stays bounded
         with self._pending_lock:
+            if self._journal is not None:
+                self._journal.append(record)
             self._pending.append(record)
 
     def query_vectors(self, vector_version: str, queries: set[str] | None = None) -> dict[str, np.ndarray]:

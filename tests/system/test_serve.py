@@ -4,7 +4,6 @@ search is written within its flush window, and the CLI talks to it."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,13 +58,12 @@ def test_acknowledged_event_survives_kill_9(server_factory) -> None:
     assert http.get("/healthz").json()["model_version"] == "v1"
 
 
-def test_an_answered_search_is_written_within_its_flush_window_and_survives_kill_9(server_factory) -> None:
+def test_an_answered_search_survives_kill_9_before_its_flush(server_factory) -> None:
     server = server_factory()
     http = httpx.Client(base_url=server.url, timeout=30)
     assert http.post("/documents", json={"documents": make_documents()}).status_code == 200
     hits = http.post("/search", json={"query": "learn python", "k": 3}).json()
-    time.sleep(0.5)  # 25x the default FLYWHEEL_SEARCH_LOG_FLUSH_MS: only a search answered within it may be lost
-    server.kill9()
+    server.kill9()  # well within FLYWHEEL_SEARCH_LOG_FLUSH_MS: the search is only in memory and its journal
 
     server = server_factory()
     http = httpx.Client(base_url=server.url, timeout=30)
