@@ -6,7 +6,9 @@ with the content hashes start-up repair checks, so no document is embedded: 100,
 half an hour on a 2-core CPU. Query texts are the shipped Quora retrieval queries, encoded by the real model;
 against synthetic document vectors their neighbours mean nothing, but the engine does the same work (for recall
 on real embeddings see bench/engines.py and docs/engines.md). Then, for each engine and encoder backend:
-  - `flywheel serve` (its own process) answers Q sequential searches through HTTP (k=10): p50/p99 and req/s;
+  - `flywheel serve` (its own process) answers Q sequential searches through HTTP (k=10): p50/p99 and req/s,
+    each query sent once through httpx and once through a bare `http.client` keep-alive connection (the
+    lean client: what the server costs with almost nothing added by the client);
   - in this process, after the server stops, the same queries as raw calls: the encoder's `encode` and the
     index's `search` on the same collection (no HTTP, no validation, no log): the floor under the API.
 Every pair runs in the same session, one after the other, so the ratios are what to read on shared cores.
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from http.client import HTTPConnection
 from pathlib import Path
 
 import httpx
@@ -39,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.search_latency import _free_port, _percentiles, read_queries  # noqa: E402
 
 DIM = 384
+JSON = "application/json"
 
 
 def build(template: Path, engine: str, n_docs: int) -> None:
@@ -104,12 +108,24 @@ def http(data_dir: Path, backend: str, queries: list[str]) -> dict:
         served = client.get("/healthz").json()["encoder_backend"]
         for q in queries[:20]:
             client.post("/search", json={"query": q, "k": 10}).raise_for_status()
-        times = []
+        lean = HTTPConnection("127.0.0.1", port, timeout=300)
+        times, lean_times = [], []
         t_all = time.perf_counter()
-        for q in queries:
-            t0 = time.perf_counter()
-            client.post("/search", json={"query": q, "k": 10}).raise_for_status()
-            times.append((time.perf_counter() - t0) * 1000)
+        for i, q in enumerate(queries):
+            # Each query twice, through httpx and through the standard library's keep-alive connection (a
+            # client with almost no cost of its own), which goes first alternating: what the server costs is
+            # the second, what a typical Python client adds is the difference.
+            for via in ("httpx", "lean") if i % 2 == 0 else ("lean", "httpx"):
+                t0 = time.perf_counter()
+                if via == "httpx":
+                    client.post("/search", json={"query": q, "k": 10}).raise_for_status()
+                    times.append((time.perf_counter() - t0) * 1000)
+                else:
+                    lean.request("POST", "/search", json.dumps({"query": q, "k": 10}), {"content-type": JSON})
+                    answer = lean.getresponse()
+                    answer.read()
+                    assert answer.status == 200, answer.status
+                    lean_times.append((time.perf_counter() - t0) * 1000)
         wall = time.perf_counter() - t_all
         floor = []  # the same server's cheapest route: what HTTP, uvicorn and the client cost alone
         for _ in queries:
@@ -119,7 +135,8 @@ def http(data_dir: Path, backend: str, queries: list[str]) -> dict:
         return {
             "served_backend": served,
             "latency_ms": _percentiles(times),
-            "rps": len(queries) / wall,
+            "lean_latency_ms": _percentiles(lean_times),
+            "rps": 2 * len(queries) / wall,
             "livez_ms": _percentiles(floor),
         }
     finally:
@@ -175,6 +192,7 @@ def main() -> None:
                     floor = raw(template, backend, queries)
                     row = {"documents": n, "engine": engine, "backend": backend, "http": api, "raw": floor}
                     row["p50_ratio"] = api["latency_ms"]["p50"] / floor["latency_ms"]["p50"]
+                    row["lean_p50_ratio"] = api["lean_latency_ms"]["p50"] / floor["latency_ms"]["p50"]
                     rows.append(row)
                     print(_line(row), flush=True)
                 shutil.rmtree(template, ignore_errors=True)
@@ -189,7 +207,8 @@ def _line(r: dict) -> str:
     return (
         f"| {r['documents']:,} | {r['engine']} | {r['backend']} ({r['http']['served_backend']}) | {h['p50']:.1f} / "
         f"{h['p99']:.1f} | {r['http']['rps']:.0f} | {f['p50']:.1f} / {f['p99']:.1f} | "
-        f"{r['raw']['encode_ms']['p50']:.1f} | {r['p50_ratio']:.2f}x | {r['http']['livez_ms']['p50']:.1f} |"
+        f"{r['raw']['encode_ms']['p50']:.1f} | {r['p50_ratio']:.2f}x | {r['http']['lean_latency_ms']['p50']:.1f} | "
+        f"{r['lean_p50_ratio']:.2f}x | {r['http']['livez_ms']['p50']:.1f} |"
     )
 
 
@@ -198,8 +217,9 @@ def table(result: dict) -> str:
     lines = [
         f"({result['machine']})",
         "| documents | engine | backend (served) | POST /search p50 / p99 ms | req/s | raw encode + engine p50 / p99 ms"
-        " | of which encode p50 ms | API / raw p50 | GET /livez p50 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " | of which encode p50 ms | API / raw p50 | POST /search p50 ms, lean client | lean API / raw p50"
+        " | GET /livez p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_line(r) for r in result["rows"]]
     by = {(r["documents"], r["backend"], r["engine"]): r["http"]["latency_ms"]["p50"] for r in result["rows"]}

@@ -105,6 +105,13 @@ class Settings(BaseSettings):
         le=512,
         description="intra-op threads of the query encoder; default torch: half the cores (at least 1), ONNX: 1/core",
     )
+    search_workers: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="searches answered at once (each encodes and queries on its own thread; more wait their turn); "
+        "default one per core, at least 2",
+    )
     train_threads: int | None = Field(
         None, ge=1, le=512, description="torch threads while fine-tuning (restored after); default every core"
     )
@@ -444,6 +451,11 @@ class Settings(BaseSettings):
         of a thread per core for each of them oversubscribes the cores (ONNX Runtime's session pool is shared
         by concurrent calls, so it keeps its default)."""
         return self.serve_threads or max(1, (os.cpu_count() or 2) // 2)
+
+    @property
+    def search_threads(self) -> int:
+        """Threads of the search pool: CPU-bound searches beyond the cores only queue inside the encoder."""
+        return self.search_workers or max(2, os.cpu_count() or 2)
 
     @property
     def bulk_backend(self) -> str:

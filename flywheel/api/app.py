@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -80,6 +81,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         app.state.runner = CycleRunner(app.state.service, on_finish=metrics.observe_cycle)
         app.state.runner.recover()
         app.state.runner.start_schedule(settings)
+        app.state.search_pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search")
         if not settings.auth_enabled:
             log.warning(
                 "no API keys configured: every route is open to this machine only (loopback Host names, "
@@ -88,6 +90,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.state.search_pool.shutdown(wait=True)  # answered searches are queued in the store: logged at close
             # A cycle must not have DuckDB and Qdrant closed under it: stop it at its next stage, wait, then
             # close under the serving lock so no swap is cut halfway.
             if not app.state.runner.shutdown(wait=settings.shutdown_timeout_s):

@@ -39,3 +39,16 @@ def test_docs_and_openapi_list_the_routes(loaded_api: TestClient) -> None:
     assert loaded_api.get("/docs").status_code == 200
     paths = loaded_api.get("/openapi.json").json()["paths"]
     assert {"/documents", "/documents/{doc_id}", "/search", "/feedback", "/healthz", "/stats", "/models"} <= set(paths)
+
+
+def test_searches_are_answered_by_a_pool_of_the_configured_size(tmp_path: Path, tiny_model_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "d", base_model=str(tiny_model_path), search_workers=3)
+    with TestClient(create_app(settings)) as api:
+        pool = api.app.state.search_pool
+        assert pool._max_workers == 3
+        api.post("/documents", json={"documents": [{"id": "a", "text": "how to learn python"}]})
+        assert api.post("/search", json={"query": "python", "k": 1}).json()["hits"][0]["doc_id"] == "a"
+        # The search route's one dependency keeps the key check visible to OpenAPI clients.
+        assert api.get("/openapi.json").json()["paths"]["/search"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert pool._shutdown  # closed with the app: no thread outlives the store it writes to
+    assert Settings(data_dir=tmp_path / "e").search_threads >= 2

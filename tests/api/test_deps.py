@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from flywheel.api.app import create_app
+from flywheel.api.deps import in_pool
 from flywheel.config import Settings
+from flywheel.logs import current_context, log_context
 from tests.helpers.factories import make_documents, make_event
 
 
@@ -42,3 +47,16 @@ def test_auth_roles(keyed_api: TestClient) -> None:
         assert keyed_api.get(path).status_code == 401, path
         assert keyed_api.get(path, headers=_auth("srch")).status_code == 200, path
     assert keyed_api.get("/livez").json() == {"status": "ok"}
+
+
+def test_in_pool_runs_off_the_event_loop_with_the_callers_log_fields() -> None:
+    def where() -> tuple[str, dict]:
+        return threading.current_thread().name, current_context()
+
+    async def main() -> tuple[str, dict]:
+        with log_context(search_id="s1"):
+            return await in_pool(pool, where)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="search") as pool:
+        name, fields = asyncio.run(main())
+    assert name.startswith("search") and fields == {"search_id": "s1"}

@@ -1,4 +1,8 @@
-"""The search route: validate the query against the settings' limits, search, answer, and log what was shown."""
+"""The search route: validate the query against the settings' limits, search, answer, and log what was shown.
+
+The route is `async`: it validates on the event loop and sends only the blocking search (encode, engine, render,
+queue the log) to the search pool, in one hop.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import logging
 
 from fastapi import APIRouter, Response
 
-from flywheel.api.deps import SearchKey, ServiceDep, SettingsDep
+from flywheel.api.deps import SearchContextDep, in_pool
 from flywheel.api.schemas import ExperimentOut, HitOut, SearchIn, SearchOut, control_char
 from flywheel.errors import InvalidInput
 from flywheel.serve.service import SearchResult
@@ -16,9 +20,10 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-@router.post("/search", response_model=SearchOut, dependencies=[SearchKey], tags=["search"])
-def search(body: SearchIn, svc: ServiceDep, settings: SettingsDep) -> Response:
-    """Nearest-neighbour search; the search and the hits shown are logged for feedback."""
+@router.post("/search", response_model=SearchOut, tags=["search"])
+async def search(body: SearchIn, ctx: SearchContextDep) -> Response:
+    """Nearest-neighbour search; the search and the hits shown are logged for feedback (any API key)."""
+    settings = ctx.settings
     query = body.query.strip()
     if not query:
         raise InvalidInput("query must not be empty")
@@ -50,6 +55,15 @@ def search(body: SearchIn, svc: ServiceDep, settings: SettingsDep) -> Response:
         text = out.model_dump_json(exclude={"experiment"} if out.experiment is None else None)
         return Response(text, media_type="application/json")
 
-    result, response = svc.answer(body.query, k, lambda r: (r, render(r)), body.user_id, body.session_id, body.filter)
+    result, response = await in_pool(
+        ctx.pool,
+        ctx.service.answer,
+        body.query,
+        k,
+        lambda r: (r, render(r)),
+        body.user_id,
+        body.session_id,
+        body.filter,
+    )
     log.info("search", extra={"search_id": result.search_id, "model_version": result.model_version, "k": k})
     return response
