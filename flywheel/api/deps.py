@@ -51,7 +51,7 @@ async def in_pool(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) ->
     """Run blocking `fn(*args)` on `pool` with the caller's context (log fields), off the event loop.
 
     One `run_in_executor` hop: anyio's thread pool (what a plain `def` route gets) adds a capacity limiter and
-    a cancel scope per call, about a third of a millisecond of the search route on a busy 2-core machine.
+    a cancel scope per call; with the search route's one dependency this saved ~0.15 ms of its ~0.8 ms.
     """
     context = contextvars.copy_context()
     return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(context.run, fn, *args))
