@@ -25,10 +25,10 @@ check queries and next traffic by true labels only, the judged views being the a
     HF_HUB_OFFLINE=1 .venv/bin/python bench/learners.py [--worlds scifact,quora] [--traffic uniform,zipf] [--seeds 0] \
         [--learners base,...] [--explore 0,0.25] [--out bench/results/learners.json]
 
-`--explore` simulates the service's exploration (`FLYWHEEL_EXPLORE_SHARE`; `--explore-slots` and
-`--explore-depth` as `FLYWHEEL_EXPLORE_SLOTS` / `_DEPTH`) at each share given: the table then also shows the
-nDCG@10 of what users were shown (the cost) and the simulation counts the clicks on documents shown only
-because their search explored.
+`--explore` simulates the service's exploration (`FLYWHEEL_EXPLORE_SHARE`; `--explore-slots`,
+`--explore-depth` and `--explore-repeats` as `FLYWHEEL_EXPLORE_SLOTS` / `_DEPTH` / `_REPEATS`) at each share
+given: the table then also shows the nDCG@10 of what users were shown (the cost) and the simulation counts
+the clicks on documents shown only because their search explored.
 
 Prints a table and writes bench/results/learners.json. Base vectors are cached in bench/.cache (gitignored).
 """
@@ -60,7 +60,7 @@ from flywheel.lab.demo import DEMO_USER  # noqa: E402
 from flywheel.lab.simulate import SimulationStats, Traffic, _behave, query_sequence  # noqa: E402
 from flywheel.lab.worlds import World, load_world  # noqa: E402
 from flywheel.models.query_adapter import AdaptedQueries, QueryAdapter, normalise  # noqa: E402
-from flywheel.scoring.exploration import Exploration  # noqa: E402
+from flywheel.scoring.exploration import AskCounts, Exploration  # noqa: E402
 from flywheel.scoring.ranking import compare_scores, retrieval_scores  # noqa: E402
 from flywheel.serve.service import Service  # noqa: E402
 from flywheel.serve.store import encode_vector  # noqa: E402
@@ -120,6 +120,7 @@ def write_traffic(
     shown_ndcg: list[float] = []
     explored_clicks = 0
     row = {q: i for i, q in enumerate(qids)}
+    asked = AskCounts()  # what the service counts for FLYWHEEL_EXPLORE_REPEATS
     start = utcnow() - timedelta(seconds=len(order))
     cols: dict[str, list] = {c: [] for c in ("search_id", "query", "query_vector", "ts")}
     imps: dict[str, list] = {c: [] for c in ("search_id", "rank", "doc_id", "score")}
@@ -131,7 +132,8 @@ def write_traffic(
         cols["query_vector"].append(encode_vector(q_vectors[i]))
         cols["ts"].append(start + timedelta(seconds=n))  # one search a second: the log keeps their order
         ranked = [int(j) for j in top[i]]
-        shown = exploration.arrange(ranked, user.k, sid) if exploration.explores(sid, user.k) else ranked[: user.k]
+        explores = exploration.explores(sid, user.k, asked.see(world.traffic_queries[qid]))
+        shown = exploration.arrange(ranked, user.k, sid) if explores else ranked[: user.k]
         hits = [{"doc_id": ids[j], "score": float(q_vectors[i] @ doc_vectors[j])} for j in shown]
         shown_ndcg.append(_ndcg([h["doc_id"] for h in hits], world.traffic_relevant[qid]))
         below = {ids[j] for j in ranked[user.k :]}  # shown only because this search explored
@@ -275,6 +277,7 @@ def run_cell(
                         "explore": explore.share,
                         "explore_slots": explore.slots,
                         "explore_depth": explore.depth,
+                        "explore_repeats": explore.repeats,
                         "train_s": round(seconds, 2),
                         "check": _summary(check),
                         "next_truth": _summary(next_truth),
@@ -374,6 +377,9 @@ def main() -> None:
     parser.add_argument("--explore", default="0", help="exploration shares to simulate, comma-separated")
     parser.add_argument("--explore-slots", type=int, default=Exploration.slots, help="last positions drawn")
     parser.add_argument("--explore-depth", type=int, default=Exploration.depth, help="the draw's reach below k")
+    parser.add_argument(
+        "--explore-repeats", type=int, default=Exploration.repeats, help="explore only questions asked this often"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "learners.json")
     args = parser.parse_args()
     from sentence_transformers import SentenceTransformer
@@ -391,7 +397,7 @@ def main() -> None:
         for traffic in args.traffic.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 for share in (float(x) for x in args.explore.split(",")):
-                    exploration = Exploration(share, args.explore_slots, args.explore_depth)
+                    exploration = Exploration(share, args.explore_slots, args.explore_depth, args.explore_repeats)
                     rows += run_cell(world, vec, traffic, seed, learners, exploration)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out = {"rows": rows, "wall_s": round(time.monotonic() - started, 1), "command": " ".join(sys.argv)}

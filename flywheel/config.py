@@ -293,6 +293,9 @@ class Settings(BaseSettings):
     )
     explore_slots: int = Field(3, ge=1, description="how many of the last positions an exploring search draws")
     explore_depth: int = Field(20, ge=1, description="the draw reaches this many results below k")
+    explore_repeats: int = Field(
+        0, ge=0, description="only questions asked at least this many times before explore; 0 = any search"
+    )
 
     # Scheduling (inside `flywheel serve`).
     cycle_interval_minutes: float | None = Field(None, gt=0, description="run a cycle every N minutes")

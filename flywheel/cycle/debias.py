@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from flywheel.cycle.mining import MinedPairs, normalise_query
+from flywheel.cycle.mining import MinedPairs
 from flywheel.errors import InvalidInput
 from flywheel.learn.propensity import ShownResult, estimate_propensities, ips_weights
 from flywheel.serve.ledger import shown_results
 from flywheel.serve.store import Store
+from flywheel.util.text import normalise_query
 
 log = logging.getLogger(__name__)
 

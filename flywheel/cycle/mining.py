@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,15 +31,9 @@ import pyarrow.parquet as pq
 from flywheel.serve.ledger import count_events, labelled_rows, search_filters, shown_results
 from flywheel.serve.store import Store
 from flywheel.util.files import utcnow
+from flywheel.util.text import normalise_query
 
 log = logging.getLogger(__name__)
-
-_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
-
-
-def normalise_query(text: str) -> str:
-    """The grouping key of a query: NFKC, case-folded, punctuation and runs of spaces collapsed."""
-    return _PUNCT.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
 @dataclass

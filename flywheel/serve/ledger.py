@@ -110,6 +110,13 @@ def search_filters(store: Store, start: datetime | None) -> dict[str, dict[str, 
     return {search_id: json.loads(text) for search_id, text in rows}
 
 
+def asked_counts(store: Store, since: datetime, limit: int) -> list[tuple[str, int]]:
+    """(query text, searches) of the `limit` most asked query texts logged from `since`: where the serving
+    side's count of repeated questions starts after a restart (`flywheel.scoring.exploration.AskCounts`)."""
+    sql = "SELECT query, count(*) AS n FROM searches WHERE ts >= ? GROUP BY query ORDER BY n DESC, query LIMIT ?"
+    return [(query, int(n)) for query, n in store.query(sql, [since, limit])]
+
+
 def count_events(store: Store, end: datetime) -> int:
     """Events received up to `end`."""
     return int(store.query("SELECT count(*) FROM events WHERE received_at <= ?", [end])[0][0])

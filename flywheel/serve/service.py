@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flywheel.config import Settings
@@ -25,9 +25,10 @@ from flywheel.models.encoder import Encoder, compatible, load_encoder, torch_enc
 from flywheel.models.loading import load_model
 from flywheel.models.query_adapter import QueryAdapter
 from flywheel.models.registry import ModelVersion, Registry
-from flywheel.scoring.exploration import Exploration
+from flywheel.scoring.exploration import AskCounts, Exploration
 from flywheel.serve.engine import VectorIndex, open_index
 from flywheel.serve.experiment import Experiment, merge, shadow_record
+from flywheel.serve.ledger import asked_counts
 from flywheel.serve.recovery import settle_promoted_cycles
 from flywheel.serve.repair import match_backend, repair
 from flywheel.serve.store import Store
@@ -38,6 +39,7 @@ from flywheel.util.progress import progress_bar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+ASKED_QUESTIONS = 100_000  # distinct questions counted for FLYWHEEL_EXPLORE_REPEATS (a few MB)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,14 @@ class Service:
         self._encoder: Encoder | None = None
         self._adapter: QueryAdapter | None = None
         self._experiment: Experiment | None = None
-        self.exploration = Exploration(settings.explore_share, settings.explore_slots, settings.explore_depth)
+        self.exploration = Exploration(
+            settings.explore_share, settings.explore_slots, settings.explore_depth, settings.explore_repeats
+        )
+        self._asked: AskCounts | None = None  # counted only when exploration waits for repeats
+        if self.exploration.share > 0 and self.exploration.repeats > 0:
+            days = settings.window_days
+            since = utcnow() - timedelta(days=days) if days else datetime(1970, 1, 1)
+            self._asked = AskCounts(asked_counts(store, since, ASKED_QUESTIONS), ASKED_QUESTIONS)
 
     @classmethod
     def open(cls, settings: Settings, progress: bool = False) -> Service:
@@ -320,10 +329,11 @@ class Service:
         answer mixes at most the two versions under test.
         """
         search_id = uuid.uuid4().hex
+        asked = self._asked.see(query) if self._asked is not None else 0
         while True:
             encoder, adapter, experiment = self.encoder, self._adapter, self._experiment
             # Exploration stays out of an online test: its clicks must compare the two rankers alone.
-            explores = experiment is None and self.exploration.explores(search_id, k)
+            explores = experiment is None and self.exploration.explores(search_id, k, asked)
             vector = encoder.encode([query])[0]
             query_vector = adapter.apply(vector) if adapter is not None else vector
             arm = experiment.arm(search_id) if experiment is not None else None

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flywheel.errors import InvalidInput
-from flywheel.scoring.exploration import Exploration
+from flywheel.scoring.exploration import AskCounts, Exploration
 
 
 @given(
@@ -48,7 +48,42 @@ def test_the_share_of_searches_that_explore_is_the_setting() -> None:
     assert not any(Exploration(share=1.0).explores(i, 1) for i in ids)  # one result: nothing to keep
 
 
-@pytest.mark.parametrize(("field", "value"), [("share", 1.5), ("share", -0.1), ("slots", 0), ("depth", 0)])
+def test_with_repeats_only_questions_asked_often_enough_before_explore() -> None:
+    exploration = Exploration(share=1.0, repeats=2)
+    assert [exploration.explores("s", 10, before) for before in range(4)] == [False, False, True, True]
+    ids = [f"search-{n}" for n in range(4000)]
+    share = sum(Exploration(share=0.5, repeats=1).explores(i, 10, 5) for i in ids) / len(ids)
+    assert 0.46 < share < 0.54  # a repeat explores at the share, as any search does without repeats
+
+
+def test_ask_counts_count_questions_by_their_normalised_text() -> None:
+    asked = AskCounts([("How do I learn Python?", 2), ("other", 1)])
+    assert asked.see("how do i learn python") == 2  # same question: case and punctuation do not matter
+    assert asked.see("  HOW do I learn   python!! ") == 3
+    assert asked.see("a new question") == 0
+    assert asked.see("a new question") == 1
+
+
+@given(st.lists(st.sampled_from([f"q{n}" for n in range(40)]), max_size=300), st.integers(1, 12))
+def test_ask_counts_stay_bounded(queries: list[str], bound: int) -> None:
+    asked = AskCounts(max_questions=bound)
+    for q in queries:
+        asked.see(q)
+        assert len(asked) <= bound
+
+
+def test_a_repeated_question_outlives_the_one_off_ones() -> None:
+    asked = AskCounts(max_questions=4)
+    for _ in range(3):
+        asked.see("head question")
+    for n in range(100):
+        asked.see(f"one-off {n}")
+    assert asked.see("head question") == 3
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("share", 1.5), ("share", -0.1), ("slots", 0), ("depth", 0), ("repeats", -1)]
+)
 def test_settings_that_cannot_explore_are_refused(field: str, value: float) -> None:
     with pytest.raises(InvalidInput, match=field):
         Exploration(**{field: value})

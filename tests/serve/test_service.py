@@ -200,6 +200,28 @@ def test_an_exploring_search_shows_its_top_then_results_from_below_and_logs_them
         svc.close()
 
 
+def test_with_repeats_a_question_explores_once_it_was_asked_before_even_after_a_restart(settings: Settings) -> None:
+    explore = settings.model_copy(update={"explore_share": 1.0, "explore_repeats": 1})
+    arm = "SELECT arm FROM searches WHERE search_id = ?"
+    svc = Service.open(explore)
+    try:
+        svc.upsert_documents(DOCS)
+        first, again = svc.search("learn python programming", 4), svc.search("Learn Python programming?", 4)
+        other = svc.search("a question nobody asked", 4)
+        assert [svc.store.query(arm, [r.search_id]) for r in (first, again, other)] == [
+            [(None,)],
+            [("explore",)],
+            [(None,)],
+        ]
+    finally:
+        svc.close()
+    svc = Service.open(explore)  # the count starts again from the search log
+    try:
+        assert svc.store.query(arm, [svc.search("a question nobody asked", 4).search_id]) == [("explore",)]
+    finally:
+        svc.close()
+
+
 def test_searches_do_not_explore_by_default(service: Service) -> None:
     service.upsert_documents(DOCS)
     result = service.search("learn python programming", 4)
