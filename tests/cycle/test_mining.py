@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from flywheel.cycle.mining import mine_pairs, normalise_query, write_snapshot
+from flywheel.cycle.mining import mine_pairs, write_snapshot
 from flywheel.serve.ledger import count_new_signals
 from flywheel.serve.store import Store
 from flywheel.types import Document, Event, Impression
@@ -28,12 +28,6 @@ def _search(store: Store, sid: str, query: str, shown: str) -> None:
 
 def _labels(mined) -> dict[tuple[str, str], int]:
     return {(p.group, p.doc_id): p.label for p in mined.pairs}
-
-
-def test_normalise_query() -> None:
-    assert normalise_query("  How do I   learn PYTHON?? ") == "how do i learn python"
-    assert normalise_query("Ｐｙｔｈｏｎ？") == "python"  # NFKC folds full-width forms
-    assert normalise_query("Где купить чай?") == "где купить чай"  # non-Latin text keeps its letters
 
 
 def test_click_positive_skip_above_and_explicit_negatives(store: Store) -> None:

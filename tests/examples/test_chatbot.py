@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.cycle.mining import mine_pairs, normalise_query
+from flywheel.cycle.mining import mine_pairs
 from flywheel.formats.corpus import read_documents
 from flywheel.serve.store import Store
 from flywheel.util.packaged import SCIFACT_WORLD
+from flywheel.util.text import normalise_query
 from tests.helpers.live import start_flywheel
 from tests.helpers.paths import ROOT
 
