@@ -123,6 +123,7 @@ class TrainingArrays:
     pairs: np.ndarray  # (m, 3) query row, doc row, label
     popularity: np.ndarray  # (n_queries,) searches per query (what a bounded memory keeps)
     click_ranks: np.ndarray  # (n,) mean rank each example's click was shown at (for debiasing)
+    votes: np.ndarray  # (m,) per row of `pairs`: its clicks when clicked, else its negative votes (at least 1)
 
 
 def training_arrays(rows: list[Pair], cache: CachedVectors) -> TrainingArrays:
@@ -134,6 +135,7 @@ def training_arrays(rows: list[Pair], cache: CachedVectors) -> TrainingArrays:
     texts = sorted({r.query for r in rows})
     q_row = {t: i for i, t in enumerate(texts)}
     pairs = [(q_row[r.query], cache.doc_row[r.doc_id], r.label) for r in rows]
+    votes = np.array([max(1, r.positive_votes if r.label else r.negative_votes) for r in rows], np.float32)
     popularity = np.zeros(len(texts), np.int64)
     rank_of: dict[tuple[int, int], float] = {}
     for r in rows:
@@ -147,6 +149,7 @@ def training_arrays(rows: list[Pair], cache: CachedVectors) -> TrainingArrays:
         np.asarray(pairs, dtype=np.int64).reshape(-1, 3),
         popularity,
         click_ranks,
+        votes.reshape(-1),
     )
 
 
@@ -182,7 +185,8 @@ def train_learner(
     memory = None
     if learner in ("memory", "adapter+memory"):
         config = memory_config(settings)
-        memory = build_memory(arrays.queries, cache.docs, arrays.pairs, config, popularity=arrays.popularity)
+        # Each click is a vote (Rocchio over clicks): a document clicked by 30 users outweighs one misclick.
+        memory = build_memory(arrays.queries, cache.docs, arrays.pairs, config, arrays.votes, arrays.popularity)
         training["memory"] = {**config.to_dict(), "entries": memory.size}
         training.setdefault("hyperparameters", {})["memory"] = config.to_dict()
     training["duration_s"] = round(time.monotonic() - started, 3)

@@ -168,3 +168,27 @@ def test_an_adapter_cycle_judges_filtered_searches_among_what_their_filter_allow
     assert unseen["filtered_queries"] == unseen["n_queries"] > 0
     for view in (next_traffic, unseen):
         assert view["recall@10"]["incumbent"] == view["recall@10"]["candidate"] == 1.0
+
+
+def test_the_memory_weighs_each_document_by_its_clicks(tmp_path: Path) -> None:
+    """One misclick must not pull a repeated question as far as the document thirty users chose."""
+    from flywheel.cycle.adapter import CachedVectors, train_learner, training_arrays
+    from flywheel.cycle.mining import Pair
+
+    rng = np.random.default_rng(0)
+    docs = normalise(rng.normal(size=(3, 16)).astype(np.float32))
+    query = normalise((docs[0] * 0.1 + docs[1] * 0.1 + docs[2] + 0.05)[None])[0]
+    cache = CachedVectors("v1", {"q": query}, ["chosen", "misclicked", "other"], docs)
+    cache.doc_row = {d: i for i, d in enumerate(cache.doc_ids)}
+    rows = [
+        Pair("q", "q", "chosen", "", 1, 30, 2, 40, click_rank=2.0),
+        Pair("q", "q", "misclicked", "", 1, 1, 0, 1, click_rank=1.0),
+        Pair("q", "q", "other", "", 0, 0, 12, 40),
+    ]
+    arrays = training_arrays(rows, cache)
+    assert arrays.votes.tolist() == [30, 1, 12]
+    settings = Settings(data_dir=tmp_path, adapter_learner="memory")
+    memory = train_learner(arrays, cache, settings, "v2")[0].memory
+    shift = memory.shifts[0]
+    expected = (30 * docs[0] + docs[1]) / 31 - 0.25 * docs[2]
+    np.testing.assert_allclose(shift, expected, rtol=1e-5, atol=1e-6)
