@@ -5,21 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from flywheel.cycle.mining import mine_pairs, write_snapshot
 from flywheel.serve.ledger import count_new_signals
 from flywheel.serve.store import Store
-from flywheel.types import Document, Event, Impression
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "p.duckdb")
-    with s.transaction() as con:
-        s.upsert_documents(con, [Document(c, f"text {c}") for c in "abcdefgh"])
-    yield s
-    s.close()
+from flywheel.types import Event, Impression
 
 
 def _search(store: Store, sid: str, query: str, shown: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,16 +10,7 @@ from flywheel.cycle.evaluation import minimal_detectable_effect, next_traffic_vi
 from flywheel.cycle.gate import gate_checks, lead_view, retrieval_checks
 from flywheel.cycle.mining import LoggedSearch, Pair, mine_pairs
 from flywheel.serve.store import Store
-from flywheel.types import Document, Event, Impression
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "v.duckdb")
-    with s.transaction() as con:
-        s.upsert_documents(con, [Document(c, f"text {c}") for c in "abcdef"])
-    yield s
-    s.close()
+from flywheel.types import Event, Impression
 
 
 def test_the_latest_searches_are_held_out_as_they_came_and_never_mined(store: Store) -> None:
