@@ -39,7 +39,7 @@ from flywheel.util.progress import progress_bar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-ASKED_QUESTIONS = 100_000  # distinct questions counted for FLYWHEEL_EXPLORE_REPEATS (a few MB)
+ASKED_QUESTIONS = 100_000  # distinct questions counted for FLYWHEEL_EXPLORE_REPEATS (about 20 MB at most)
 
 
 @dataclass(frozen=True)
