@@ -42,6 +42,7 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -209,13 +210,50 @@ def next_relevant(world: World, searches: list[tuple[str, str]]) -> dict[str, se
     return {sid: world.traffic_relevant[qid_of[query]] for sid, query in searches}
 
 
+def traffic_for(world: World, name: str) -> Traffic:
+    """The benches' traffic: three uniform passes over the traffic queries, or as many Zipf-drawn searches."""
+    if name == "zipf":
+        return Traffic(popularity="zipf", searches=3 * len(world.traffic_queries), user=DEMO_USER)
+    return Traffic(popularity=name, rounds=3, user=DEMO_USER)
+
+
+@dataclass
+class SimulatedLog:
+    """One simulated log, mined as an adapter cycle mines it (the data dir is gone; vectors are cached)."""
+
+    settings: Settings
+    simulation: dict[str, float]
+    train_rows: list
+    heldout_rows: list
+    cache: Any  # flywheel.cycle.adapter.CachedVectors
+    window: list[tuple[str, str]]  # (search id, query) of every search of the next-traffic window
+
+
+def simulated_log(
+    world: World, vec: dict, traffic_name: str, seed: int, exploration: Exploration | None = None
+) -> SimulatedLog:
+    """Simulate `traffic_name` on a fresh data dir and mine it with the cycle's own split."""
+    with tempfile.TemporaryDirectory(prefix="flywheel-bench-") as tmp:
+        settings = Settings(data_dir=Path(tmp), base_model=packaged_model_path(), seed=seed)
+        service = Service.open(settings)
+        try:
+            sim = write_traffic(service, world, vec, traffic_for(world, traffic_name), seed, exploration)
+            report = CycleReport(cycle_id="bench", created_at="", kind="adapter")
+            mined, train_rows, heldout_rows = mine_and_split(service, service.encoder, report)
+            cache = gather_vectors(service, service.encoder, mined.pairs, (s.query for s in mined.next_traffic))
+            window = service.store.query(
+                "SELECT search_id, query FROM searches WHERE ts >= ? ORDER BY ts", [mined.next_traffic_start]
+            )
+        finally:
+            service.close()
+    return SimulatedLog(settings, sim, train_rows, heldout_rows, cache, window)
+
+
 def run_cell(
     world: World, vec: dict, traffic_name: str, seed: int, learners: list[str], explore: Exploration | None = None
 ) -> list[dict[str, Any]]:
     """One world x traffic x seed: simulate once, then train and judge every learner on the same data."""
-    traffic = Traffic(popularity=traffic_name, rounds=3, user=DEMO_USER)
-    if traffic_name == "zipf":
-        traffic = Traffic(popularity="zipf", searches=3 * len(world.traffic_queries), user=DEMO_USER)
+    traffic = traffic_for(world, traffic_name)
     rows = []
     with tempfile.TemporaryDirectory(prefix="flywheel-learners-") as tmp:
         settings = Settings(data_dir=Path(tmp), base_model=packaged_model_path(), seed=seed)

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +37,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learners import _ndcg, base_vectors, judge_next, next_relevant, settings_for, write_traffic  # noqa: E402
+from learners import _ndcg, base_vectors, judge_next, next_relevant, settings_for, simulated_log  # noqa: E402
 
-from flywheel.config import Settings  # noqa: E402
-from flywheel.cycle.adapter import gather_vectors, train_learner, training_arrays  # noqa: E402
-from flywheel.cycle.report.model import CycleReport  # noqa: E402
-from flywheel.cycle.steps import mine_and_split  # noqa: E402
-from flywheel.lab.demo import DEMO_USER  # noqa: E402
-from flywheel.lab.simulate import Traffic  # noqa: E402
+from flywheel.cycle.adapter import train_learner, training_arrays  # noqa: E402
 from flywheel.lab.worlds import World, load_world  # noqa: E402
 from flywheel.scoring.ranking import compare_scores  # noqa: E402
-from flywheel.serve.service import Service  # noqa: E402
 from flywheel.util.packaged import packaged_model_path  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "memory_ceiling.json"
@@ -91,24 +84,10 @@ def oracle_ndcg(
 
 def run_cell(world: World, vec: dict, traffic_name: str, seed: int, depths: list[int]) -> dict[str, Any]:
     """Simulate and mine one world x traffic; the base, the default learner and the oracles on next traffic."""
-    traffic = Traffic(popularity="uniform", rounds=3, user=DEMO_USER)
-    if traffic_name == "zipf":
-        traffic = Traffic(popularity="zipf", searches=3 * len(world.traffic_queries), user=DEMO_USER)
-    with tempfile.TemporaryDirectory(prefix="flywheel-ceiling-") as tmp:
-        settings = Settings(data_dir=Path(tmp), base_model=packaged_model_path(), seed=seed)
-        service = Service.open(settings)
-        try:
-            sim = write_traffic(service, world, vec, traffic, seed)
-            report = CycleReport(cycle_id="bench", created_at="", kind="adapter")
-            mined, train_rows, _ = mine_and_split(service, service.encoder, report)
-            cache = gather_vectors(service, service.encoder, mined.pairs, (s.query for s in mined.next_traffic))
-            window = service.store.query(
-                "SELECT search_id, query FROM searches WHERE ts >= ? ORDER BY ts", [mined.next_traffic_start]
-            )
-            arrays = training_arrays(train_rows, cache)
-            learned = train_learner(arrays, cache, settings_for("adapter+memory", settings), "cand")[0]
-        finally:
-            service.close()
+    log = simulated_log(world, vec, traffic_name, seed)
+    cache, window, train_rows = log.cache, log.window, log.train_rows
+    arrays = training_arrays(train_rows, cache)
+    learned = train_learner(arrays, cache, settings_for("adapter+memory", log.settings), "cand")[0]
     relevant = next_relevant(world, window)
     base = judge_next(world, vec, cache, None, window)
     ids = base["query_ids"]
@@ -139,7 +118,7 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, depths: list
         "answered_share": round(repeat, 4),
         "base": round(float(inc["ndcg@10"].mean()), 4),
         "rows": out,
-        "simulation": sim,
+        "simulation": log.simulation,
     }
 
 

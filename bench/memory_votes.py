@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +28,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learners import base_vectors, judge, judge_next, settings_for, write_traffic  # noqa: E402
+from learners import base_vectors, judge, judge_next, settings_for, simulated_log  # noqa: E402
 
-from flywheel.config import Settings  # noqa: E402
-from flywheel.cycle.adapter import gather_vectors, memory_config, train_learner, training_arrays  # noqa: E402
-from flywheel.cycle.report.model import CycleReport  # noqa: E402
-from flywheel.cycle.steps import mine_and_split  # noqa: E402
-from flywheel.lab.demo import DEMO_USER  # noqa: E402
-from flywheel.lab.simulate import Traffic  # noqa: E402
+from flywheel.cycle.adapter import memory_config, train_learner, training_arrays  # noqa: E402
 from flywheel.lab.worlds import World, load_world  # noqa: E402
 from flywheel.learn.query_memory import build_memory  # noqa: E402
 from flywheel.models.query_adapter import QueryAdapter  # noqa: E402
 from flywheel.scoring.exploration import Exploration  # noqa: E402
-from flywheel.serve.service import Service  # noqa: E402
 from flywheel.util.packaged import packaged_model_path  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "memory_votes.json"
@@ -49,22 +42,8 @@ OUT = Path(__file__).resolve().parent / "results" / "memory_votes.json"
 
 def run_cell(world: World, vec: dict, traffic_name: str, seed: int, exploration: Exploration) -> dict[str, Any]:
     """Simulate and mine one log; both memories, alone and under the default map, against the base."""
-    traffic = Traffic(popularity="uniform", rounds=3, user=DEMO_USER)
-    if traffic_name == "zipf":
-        traffic = Traffic(popularity="zipf", searches=3 * len(world.traffic_queries), user=DEMO_USER)
-    with tempfile.TemporaryDirectory(prefix="flywheel-votes-") as tmp:
-        settings = Settings(data_dir=Path(tmp), base_model=packaged_model_path(), seed=seed)
-        service = Service.open(settings)
-        try:
-            sim = write_traffic(service, world, vec, traffic, seed, exploration)
-            report = CycleReport(cycle_id="bench", created_at="", kind="adapter")
-            mined, train_rows, _ = mine_and_split(service, service.encoder, report)
-            cache = gather_vectors(service, service.encoder, mined.pairs, (s.query for s in mined.next_traffic))
-            window = service.store.query(
-                "SELECT search_id, query FROM searches WHERE ts >= ? ORDER BY ts", [mined.next_traffic_start]
-            )
-        finally:
-            service.close()
+    log = simulated_log(world, vec, traffic_name, seed, exploration)
+    cache, window, train_rows, settings = log.cache, log.window, log.train_rows, log.settings
     arrays = training_arrays(train_rows, cache)
     default = train_learner(arrays, cache, settings_for("adapter+memory", settings), "cand")[0]
     once = build_memory(arrays.queries, cache.docs, arrays.pairs, memory_config(settings), None, arrays.popularity)
@@ -88,7 +67,7 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, exploration:
         "traffic": traffic_name,
         "seed": seed,
         "explore": exploration.share,
-        "shown_ndcg": sim["shown_ndcg"],
+        "shown_ndcg": log.simulation["shown_ndcg"],
         "rows": rows,
     }
 
