@@ -42,6 +42,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -95,6 +96,23 @@ def base_vectors(world: World, model: Any) -> dict[str, np.ndarray]:
     vectors = normalise(model.encode(texts, batch_size=64, show_progress_bar=True))
     np.savez(path, texts=np.array(texts, dtype=object), vectors=vectors)
     return dict(zip(texts, vectors, strict=True))
+
+
+def worlds_with_vectors(names: str) -> Iterator[tuple[World, dict[str, np.ndarray]]]:
+    """Each named world (comma-separated) with its cached base vectors; the model loads once, if needed."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(packaged_model_path(), device="cpu")
+    for name in names.split(","):
+        world = load_world(name)
+        yield world, base_vectors(world, model)
+
+
+def write_results(out: Path, payload: dict[str, Any]) -> None:
+    """Write a bench's results as JSON, with the command that made them."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**payload, "command": " ".join(sys.argv)}, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 def write_traffic(
@@ -420,27 +438,20 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "learners.json")
     args = parser.parse_args()
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(packaged_model_path(), device="cpu")
     learners = [x for x in args.learners.split(",") if x]
     unknown = set(learners) - set(LEARNERS)
     if unknown:
         sys.exit(f"unknown learners {sorted(unknown)}; choose from {', '.join(LEARNERS)}")
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
-    for name in args.worlds.split(","):
-        world = load_world(name)
-        vec = base_vectors(world, model)
+    for world, vec in worlds_with_vectors(args.worlds):
         for traffic in args.traffic.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 for share in (float(x) for x in args.explore.split(",")):
                     exploration = Exploration(share, args.explore_slots, args.explore_depth, args.explore_repeats)
                     rows += run_cell(world, vec, traffic, seed, learners, exploration)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    out = {"rows": rows, "wall_s": round(time.monotonic() - started, 1), "command": " ".join(sys.argv)}
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nnDCG@10 of base + learner, (relative change) [95% CI of the change]; wrote {args.out}")
+    write_results(args.out, {"rows": rows, "wall_s": round(time.monotonic() - started, 1)})
+    print("\nnDCG@10 of base + learner, (relative change) [95% CI of the change]")
     for r in rows:
         print(_line(r))
 

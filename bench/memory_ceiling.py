@@ -25,7 +25,6 @@ bench/.cache like bench/learners.py.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -37,22 +36,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learners import _ndcg, base_vectors, judge_next, next_relevant, settings_for, simulated_log  # noqa: E402
+from learners import _ndcg, judge_next, next_relevant, settings_for, simulated_log, worlds_with_vectors, write_results  # noqa: E402
 
 from flywheel.cycle.adapter import train_learner, training_arrays  # noqa: E402
-from flywheel.lab.worlds import World, load_world  # noqa: E402
+from flywheel.lab.worlds import World  # noqa: E402
 from flywheel.scoring.ranking import compare_scores  # noqa: E402
-from flywheel.util.packaged import packaged_model_path  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "memory_ceiling.json"
 
 
 def oracle_ndcg(
     window: list[tuple[str, str]],
+    orders: np.ndarray,
     answered: set[str],
     relevant: dict[str, set[str]],
-    vec: dict,
-    docs: np.ndarray,
     doc_ids: list[str],
     depth: int,
 ) -> np.ndarray:
@@ -60,11 +57,10 @@ def oracle_ndcg(
 
     Args:
         window: (search id, query text) of every next-traffic search, in order.
+        orders: (searches, documents) the base's ranking of every document row, best first, one row per search.
         answered: query texts with a click on the training side (what a memory could have learned).
         relevant: search id -> its query's true relevant document ids.
-        vec: text -> unit base vector.
-        docs: (n, dim) unit base document vectors, rows aligned with `doc_ids`.
-        doc_ids: document ids.
+        doc_ids: document ids (the rows `orders` ranks).
         depth: relevant documents the base ranks at or above this rank are known (0: every one).
 
     Returns:
@@ -72,8 +68,7 @@ def oracle_ndcg(
     """
     out = []
     reach = depth or len(doc_ids)
-    for sid, query in window:
-        order = np.argsort(-(docs @ vec[query]), kind="stable")
+    for (sid, query), order in zip(window, orders, strict=True):
         ranked = [doc_ids[j] for j in order[: max(reach, 10)]]
         if query in answered:
             known = [d for d in ranked[:reach] if d in relevant[sid]]
@@ -94,8 +89,10 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, depths: list
     position = {sid: i for i, (sid, _) in enumerate(window)}
     answered = {r.query for r in train_rows if r.label == 1}
     rows = {"adapter+memory": judge_next(world, vec, cache, learned, window)["ndcg@10"]}
+    queries = np.stack([vec[query] for _, query in window])
+    orders = np.argsort(-(queries @ cache.docs.T), axis=1, kind="stable")  # once: every depth reads it
     for depth in depths:
-        scores = oracle_ndcg(window, answered, relevant, vec, cache.docs, list(cache.doc_ids), depth)
+        scores = oracle_ndcg(window, orders, answered, relevant, list(cache.doc_ids), depth)
         rows[f"oracle memory @{depth or 'all'}"] = scores[[position[s] for s in ids]]
     inc = {"query_ids": ids, "ndcg@10": base["ndcg@10"]}
     out = []
@@ -130,14 +127,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(packaged_model_path(), device="cpu")
     depths = [int(x) for x in args.depths.split(",")]
     cells = []
-    for name in args.worlds.split(","):
-        world = load_world(name)
-        vec = base_vectors(world, model)
+    for world, vec in worlds_with_vectors(args.worlds):
         for traffic in args.traffic.split(","):
             cell = run_cell(world, vec, traffic, args.seed, depths)
             cells.append(cell)
@@ -151,9 +143,7 @@ def main() -> None:
                     f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]",
                     flush=True,
                 )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cells": cells, "command": " ".join(sys.argv)}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, {"cells": cells})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Writes bench/results/memory_votes.json; base vectors are cached in bench/.cache 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,14 +27,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learners import base_vectors, judge, judge_next, settings_for, simulated_log  # noqa: E402
+from learners import judge, judge_next, settings_for, simulated_log, worlds_with_vectors, write_results  # noqa: E402
 
 from flywheel.cycle.adapter import memory_config, train_learner, training_arrays  # noqa: E402
-from flywheel.lab.worlds import World, load_world  # noqa: E402
+from flywheel.lab.worlds import World  # noqa: E402
 from flywheel.learn.query_memory import build_memory  # noqa: E402
 from flywheel.models.query_adapter import QueryAdapter  # noqa: E402
 from flywheel.scoring.exploration import Exploration  # noqa: E402
-from flywheel.util.packaged import packaged_model_path  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "memory_votes.json"
 
@@ -83,13 +81,8 @@ def main() -> None:
     parser.add_argument("--explore-repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(packaged_model_path(), device="cpu")
     cells = []
-    for name in args.worlds.split(","):
-        world = load_world(name)
-        vec = base_vectors(world, model)
+    for world, vec in worlds_with_vectors(args.worlds):
         for traffic in args.traffic.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 for share in (float(x) for x in args.explore.split(",")):
@@ -100,13 +93,11 @@ def main() -> None:
                         f"{k} {v['next'] * 100:+.1f}% / {v['check'] * 100:+.1f}%" for k, v in cell["rows"].items()
                     )
                     print(
-                        f"{name} {traffic:7} seed {seed} explore {share:.2f} shown {cell['shown_ndcg']:.3f} "
+                        f"{world.name} {traffic:7} seed {seed} explore {share:.2f} shown {cell['shown_ndcg']:.3f} "
                         f"next / check: {parts}",
                         flush=True,
                     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cells": cells, "command": " ".join(sys.argv)}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, {"cells": cells})
 
 
 if __name__ == "__main__":
