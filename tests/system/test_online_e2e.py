@@ -77,7 +77,8 @@ def test_a_candidate_is_proven_on_live_searches_and_promoted_by_users_clicks(onl
             record = api.get(f"/cycles/{cycle_id}").json()
             if record["state"] != "testing":
                 break
-        record = wait_for_state(api, cycle_id, {"testing"}, timeout=60)
+        # After the test, the swap stage runs ("running") before the final report is written.
+        record = wait_for_state(api, cycle_id, {"testing", "running"}, timeout=60)
         report = api.get(f"/reports/{cycle_id}").json()
         online = report["online"]
         assert record["state"] == "promoted", online
@@ -138,7 +139,7 @@ def test_a_fine_tuned_candidate_under_test_sees_every_write_and_an_operator_can_
 
         stopped = api.post(f"/cycles/{cycle_id}/stop", json={"decision": "reject"})
         assert stopped.status_code == 202 and stopped.json()["state"] == "testing"
-        record = wait_for_state(api, cycle_id, {"testing"}, timeout=60)
+        record = wait_for_state(api, cycle_id, {"testing", "running"}, timeout=60)
         report = api.get(f"/reports/{cycle_id}").json()
         assert record["state"] == "rejected" and report["online"]["reason"].endswith("reject")
         assert not service.index.exists(candidate) and service.experiment is None
