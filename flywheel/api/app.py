@@ -14,27 +14,18 @@ from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from flywheel import __version__
-from flywheel.api.deps import Forbidden, SearchKey, Unauthorized
+from flywheel.api.deps import ERROR_STATUS, SearchKey
 from flywheel.api.guards import BodyLimit, LoopbackOnly, SafeJSON, error_response
 from flywheel.api.prometheus import Metrics, install
 from flywheel.api.routes import ROUTERS
 from flywheel.api.schemas import ERROR_STATUSES, ErrorOut
+from flywheel.api.search_fast import SearchFastPath
 from flywheel.config import Settings
 from flywheel.cycle.runner import CycleRunner
-from flywheel.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, StoreLocked
 from flywheel.serve.service import Service
 
 log = logging.getLogger(__name__)
 
-_STATUS: list[tuple[type[Exception], int]] = [
-    (PayloadTooLarge, 413),
-    (InvalidInput, 422),
-    (NotFound, 404),
-    (Conflict, 409),
-    (StoreLocked, 503),
-    (Unauthorized, 401),
-    (Forbidden, 403),
-]
 
 # --- errors ----------------------------------------------------------------------------------------------
 
@@ -62,13 +53,15 @@ def route_table(app: FastAPI) -> list[BaseRoute]:
 # --- the app ----------------------------------------------------------------------------------------------
 
 
-def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
+def create_app(settings: Settings, service: Service | None = None, fast_search: bool = True) -> FastAPI:
     """Build the FastAPI app.
 
     Args:
         settings: the settings (never read from globals).
         service: an already-open Service to serve (tests, embedding); default: opened in the lifespan
             from `settings` and closed on shutdown.
+        fast_search: answer well-formed searches in `flywheel.api.search_fast` (False: every search goes through
+            the FastAPI route; the two answer alike, tests compare them).
 
     Returns:
         The app.
@@ -113,6 +106,8 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         redoc_url="/redoc" if settings.openapi_docs else None,
     )
     app.state.settings = settings
+    if fast_search:  # innermost of these layers: the body limit, loopback guard and metrics hold for it too
+        app.add_middleware(SearchFastPath, state=app.state)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if not settings.auth_enabled:  # outside the body limit: a refused page's body is never read
         app.add_middleware(LoopbackOnly)
@@ -120,7 +115,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     metrics.watch_service(lambda: getattr(app.state, "service", None))
     install(app, metrics, [] if settings.metrics_public else [SearchKey], routes=lambda: route_table(app))
 
-    for exc_type, status in _STATUS:
+    for exc_type, status in ERROR_STATUS:
         app.add_exception_handler(exc_type, _handler(status))
     app.add_exception_handler(RequestValidationError, _validation_error)
 

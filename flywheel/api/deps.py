@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from flywheel.api.prometheus import Metrics
 from flywheel.config import Settings
 from flywheel.cycle.runner import CycleRunner
-from flywheel.errors import FlywheelError
+from flywheel.errors import Conflict, FlywheelError, InvalidInput, NotFound, PayloadTooLarge, StoreLocked
 from flywheel.serve.service import Service
 
 T = TypeVar("T")
@@ -71,6 +71,18 @@ class Unauthorized(FlywheelError):
 
 class Forbidden(FlywheelError):
     """A search key on an admin route (403)."""
+
+
+# The HTTP status of each named error, first match wins (the app's exception handlers and the search fast path).
+ERROR_STATUS: list[tuple[type[Exception], int]] = [
+    (PayloadTooLarge, 413),
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (Conflict, 409),
+    (StoreLocked, 503),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+]
 
 
 def role_of(settings: Settings, key: str) -> str | None:
@@ -143,6 +155,7 @@ AdminKey = Depends(require("admin"))
 RoleDep = Annotated[str, Depends(caller_role)]
 
 __all__ = [
+    "ERROR_STATUS",
     "AdminKey",
     "Forbidden",
     "MetricsDep",

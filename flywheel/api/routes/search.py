@@ -1,7 +1,9 @@
 """The search route: validate the query against the settings' limits, search, answer, and log what was shown.
 
 The route is `async`: it validates on the event loop and sends only the blocking search (encode, engine, render,
-queue the log) to the search pool, in one hop.
+queue the log) to the search pool, in one hop. A well-formed search is usually answered before it reaches this
+route, by `flywheel.api.search_fast` with the same `checked_k` and `render`; this route answers everything else
+(and documents the route in the OpenAPI schema).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from fastapi import APIRouter, Response
 
 from flywheel.api.deps import SearchContextDep, in_pool
 from flywheel.api.schemas import ExperimentOut, HitOut, SearchIn, SearchOut, control_char
+from flywheel.config import Settings
 from flywheel.errors import InvalidInput
 from flywheel.serve.service import SearchResult
 
@@ -20,12 +23,13 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-@router.post("/search", response_model=SearchOut, tags=["search"])
-async def search(body: SearchIn, ctx: SearchContextDep) -> Response:
-    """Nearest-neighbour search; the search and the hits shown are logged for feedback (any API key)."""
-    settings = ctx.settings
-    query = body.query.strip()
-    if not query:
+def checked_k(body: SearchIn, settings: Settings) -> int:
+    """The number of hits a valid search asks for (its k, or the default).
+
+    Raises:
+        InvalidInput: the query, k or an id breaks the settings' limits (the message says which, and how).
+    """
+    if not body.query.strip():
         raise InvalidInput("query must not be empty")
     if len(body.query) > settings.max_query_chars:
         raise InvalidInput(f"query is {len(body.query)} characters; the limit is {settings.max_query_chars}")
@@ -38,32 +42,31 @@ async def search(body: SearchIn, ctx: SearchContextDep) -> Response:
         value = getattr(body, name)
         if value is not None and len(value) > settings.max_id_chars:
             raise InvalidInput(f"{name} is over {settings.max_id_chars} characters")
+    return k
 
-    def render(result: SearchResult) -> Response:
-        # Serialised here, before the service logs the search: an answer that cannot be made logs nothing.
-        hits = [
-            HitOut(doc_id=h.doc_id, text=h.text, score=h.score, rank=i, metadata=h.metadata)
-            for i, h in enumerate(result.hits, start=1)
-        ]
-        out = SearchOut(
-            search_id=result.search_id,
-            model_version=result.model_version,
-            hits=hits,
-            experiment=ExperimentOut(**result.experiment) if result.experiment else None,
-        )
-        # Outside an online test the answer keeps its original three keys.
-        text = out.model_dump_json(exclude={"experiment"} if out.experiment is None else None)
-        return Response(text, media_type="application/json")
 
-    result, response = await in_pool(
-        ctx.pool,
-        ctx.service.answer,
-        body.query,
-        k,
-        lambda r: (r, render(r)),
-        body.user_id,
-        body.session_id,
-        body.filter,
+def render(result: SearchResult) -> tuple[SearchResult, bytes]:
+    """The answer's JSON body (made before the service logs the search: an answer that cannot be made logs
+    nothing), with the result it was made from."""
+    hits = [
+        HitOut(doc_id=h.doc_id, text=h.text, score=h.score, rank=i, metadata=h.metadata)
+        for i, h in enumerate(result.hits, start=1)
+    ]
+    out = SearchOut(
+        search_id=result.search_id,
+        model_version=result.model_version,
+        hits=hits,
+        experiment=ExperimentOut(**result.experiment) if result.experiment else None,
     )
+    # Outside an online test the answer keeps its original three keys.
+    return result, out.model_dump_json(exclude={"experiment"} if out.experiment is None else None).encode()
+
+
+@router.post("/search", response_model=SearchOut, tags=["search"])
+async def search(body: SearchIn, ctx: SearchContextDep) -> Response:
+    """Nearest-neighbour search; the search and the hits shown are logged for feedback (any API key)."""
+    k = checked_k(body, ctx.settings)
+    args = (body.query, k, render, body.user_id, body.session_id, body.filter)
+    result, text = await in_pool(ctx.pool, ctx.service.answer, *args)
     log.info("search", extra={"search_id": result.search_id, "model_version": result.model_version, "k": k})
-    return response
+    return Response(text, media_type="application/json")
