@@ -49,20 +49,25 @@ class BodyLimit:
             if len(body) > self.limit:
                 await self._refuse(scope, receive, send, "request body is too large")
                 return
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(bytes(body), receive), send)
 
     async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any, what: str) -> None:
         message = f"{what}; the limit is {self.limit} bytes (max_body_bytes): send smaller batches"
         await error_response(413, message)(scope, receive, send)
+
+
+def replay(body: bytes, receive: Any) -> Any:
+    """An ASGI receive that hands on a body already read, whole, then the connection's own messages."""
+    replayed = False
+
+    async def receive_again() -> dict[str, Any]:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return receive_again
 
 
 def is_loopback_name(host: str) -> bool:
@@ -134,4 +139,13 @@ class LoopbackOnly:
         await self.app(scope, receive, send)
 
 
-__all__ = ["BodyLimit", "LoopbackOnly", "SafeJSON", "error_response", "host_name", "is_loopback_name", "over_tcp"]
+__all__ = [
+    "BodyLimit",
+    "LoopbackOnly",
+    "SafeJSON",
+    "error_response",
+    "host_name",
+    "is_loopback_name",
+    "over_tcp",
+    "replay",
+]

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flywheel.api.deps import ERROR_STATUS, in_pool, role_of
-from flywheel.api.guards import error_response
+from flywheel.api.guards import error_response, replay
 from flywheel.api.routes.search import checked_k, render
 from flywheel.api.routes.search import router as search_router
 from flywheel.api.schemas import SearchIn
@@ -53,7 +53,7 @@ class SearchFastPath:
         body = bytes(raw)
         request = self._parse(scope, body)
         if request is None:  # not for the fast path: the route answers, with its own error if there is one
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
             return
         query, k = request
         state = self.state
@@ -87,20 +87,6 @@ class SearchFastPath:
             return query, checked_k(query, settings)
         except (ValidationError, InvalidInput):
             return None
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    """A receive that hands the app the body this layer already read, then the connection's own messages."""
-    replayed = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 __all__ = ["SearchFastPath"]
