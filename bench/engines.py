@@ -12,7 +12,13 @@ Edge (and of local mode, as a check) is measured against an exact numpy search o
 configured hnsw_ef and a few others. Random vectors are the hard case for HNSW: real embeddings cluster, and
 their recall at the same settings is higher. No model is loaded.
 
-    .venv/bin/python bench/engines.py [--sizes 10000,50000,200000] [--queries 200] [--filtered 50]
+With `--vectors mixed` the corpus is made from real embeddings instead (the packaged MiniLM's vectors of the
+shipped Quora and SciFact texts, bench/.cache as bench/learners.py makes it): each document mixes two of them
+and noise, normalize(a + b/2 + 0.6 g/sqrt(384)) for real a, b and Gaussian g, so it lies where real embeddings
+lie, clustered; past the ~15,000 shipped texts that is how a corpus of a million gets the shape of a real one.
+
+    .venv/bin/python bench/engines.py [--sizes 10000,50000,200000] [--queries 200] [--filtered 50] \
+        [--vectors random|mixed]
 
 Prints a table and writes bench/results/engines.json.
 """
@@ -49,9 +55,29 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "mean": float(ms.mean())}
 
 
+def _mixed(n: int, rng: np.random.Generator, real: np.ndarray) -> np.ndarray:
+    """n unit vectors shaped like real embeddings: two real ones mixed, plus noise (see the module docstring)."""
+    out = np.empty((n, DIM), dtype=np.float32)
+    for start in range(0, n, 100_000):  # in blocks: a million rows at once would need several GB of temporaries
+        m = min(100_000, n - start)
+        a, b = real[rng.integers(0, len(real), m)], real[rng.integers(0, len(real), m)]
+        out[start : start + m] = _unit(a + b / 2 + 0.6 * rng.normal(size=(m, DIM)) / np.sqrt(DIM))
+    return out
+
+
+def _real_vectors() -> np.ndarray:
+    """The packaged MiniLM's unit vectors of every shipped Quora and SciFact text (cached in bench/.cache)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from bench.learners import worlds_with_vectors
+
+    return np.stack([v for _, vec in worlds_with_vectors("quora,scifact") for v in vec.values()]).astype(np.float32)
+
+
 def _build(n: int, rng: np.random.Generator, folder: Path, args: argparse.Namespace) -> dict:
     """Both engines on one corpus; returns the timings and recalls of this size."""
-    vectors = _unit(rng.normal(size=(n, DIM)))
+    vectors = _unit(rng.normal(size=(n, DIM))) if args.real_pool is None else _mixed(n, rng, args.real_pool)
     docs = [Document(f"d{i}", f"document {i} " + "lorem ipsum " * 15, {"tenant": f"t{i % 10}"}) for i in range(n)]
     # Local mode keeps every collection in memory and writes it through to SQLite point by point (about 100
     # points/s here): its search is the same in memory, so the corpus goes to ":memory:" and the write-through
@@ -62,7 +88,7 @@ def _build(n: int, rng: np.random.Generator, folder: Path, args: argparse.Namesp
     edge = EdgeIndex(
         folder / "edge", "documents", args.hnsw_m, args.hnsw_ef_construct, args.hnsw_ef, payload_indexes=indexes
     )
-    row: dict = {"documents": n, "edge_payload_index": bool(indexes)}
+    row: dict = {"documents": n, "edge_payload_index": bool(indexes), "vectors": args.vectors}
     try:
         for name, index in (("local", local), ("edge", edge)):
             start = time.perf_counter()
@@ -75,7 +101,7 @@ def _build(n: int, rng: np.random.Generator, folder: Path, args: argparse.Namesp
         row["edge_index_build_s"] = time.perf_counter() - start if built else 0.0
         picks = rng.integers(0, n, size=args.queries)
         queries = _unit(vectors[picks] + rng.normal(size=(args.queries, DIM)).astype(np.float32) / np.sqrt(DIM))
-        exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :K]
+        exact = np.stack([np.argsort(-(q @ vectors.T))[:K] for q in queries])  # a row at a time: n may be 1M
         truth = [{f"d{j}" for j in r} for r in exact]
         timings: dict[str, list[float]] = {"local": [], "edge": [], "local_filtered": [], "edge_filtered": []}
         found: dict[str, list[float]] = {"local": [], "edge": []}
@@ -195,11 +221,13 @@ def main() -> None:
         action="store_false",
         help="Edge without the tenant payload index (filters then read candidates' payloads)",
     )
+    parser.add_argument("--vectors", choices=("random", "mixed"), default="random", help="the corpus' vectors")
     parser.add_argument("--real", type=int, default=0, help="also: Edge's recall on N real MiniLM embeddings")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engines.json")
     args = parser.parse_args()
     args.ef_sweep = [int(x) for x in args.ef_sweep.split(",")]
     rng = np.random.default_rng(0)
+    args.real_pool = _real_vectors() if args.vectors == "mixed" else None
     real = _real_recall(args.real, args) if args.real else None
     if real is not None:
         print(json.dumps(real), flush=True)
@@ -223,10 +251,10 @@ def main() -> None:
                 f"{r['edge_index_build_s'] if name == 'edge' else 0:.0f} |"
             )
     for r in rows + ([real] if real else []):
-        kind = "real MiniLM" if r is real else "random"
+        kind = "real MiniLM" if r is real else args.vectors
         print(f"edge recall@10 by hnsw_ef, {r['documents']:,} {kind} vectors: {r['recall_edge_by_ef']}")
     result = {
-        "command": "bench/engines.py --sizes " + args.sizes,
+        "command": f"bench/engines.py --sizes {args.sizes} --vectors {args.vectors}",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg()[0]},
         "settings": {"hnsw_m": args.hnsw_m, "hnsw_ef_construct": args.hnsw_ef_construct, "hnsw_ef": args.hnsw_ef},
         "local_disk_write_docs_per_s": local_write,

@@ -3,7 +3,9 @@
 For each corpus size a data dir is made the way a user's is (DuckDB documents, the packaged MiniLM as v1), but
 the collection is filled with synthetic unit vectors (384 dims) written through the service's own index class,
 with the content hashes start-up repair checks, so no document is embedded: 100,000 real embeddings take about
-half an hour on a 2-core CPU. Query texts are the shipped Quora retrieval queries, encoded by the real model;
+half an hour on a 2-core CPU. With `--vectors mixed` they are made from real embeddings as in bench/engines.py
+(clustered as real ones are: Edge's HNSW graph of a million random vectors did not finish in 45 minutes here).
+Query texts are the shipped Quora retrieval queries, encoded by the real model;
 against synthetic document vectors their neighbours mean nothing, but the engine does the same work (for recall
 on real embeddings see bench/engines.py and docs/engines.md). Then, for each engine and encoder backend:
   - `flywheel serve` (its own process) answers Q sequential searches through HTTP (k=10): p50/p99 and req/s,
@@ -16,7 +18,7 @@ With `--rounds N` each pair runs N times in turn (server, raw, server, raw, ...)
 whose API / raw p50 ratio is the median, and under it every round's ratios, so a reader sees how far they move.
 
     .venv/bin/python bench/search_path.py [--sizes 10000,100000] [--engines local,edge] \
-        [--backends torch,onnx,onnx-int8] [--queries 300] [--rounds 1]
+        [--backends torch,onnx,onnx-int8] [--queries 300] [--rounds 1] [--vectors random|mixed]
 
 Prints a table and writes bench/results/search_path.json.
 """
@@ -41,14 +43,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.engines import _mixed, _real_vectors  # noqa: E402
 from bench.search_latency import _free_port, _percentiles, read_queries  # noqa: E402
 
 DIM = 384
 JSON = "application/json"
 
 
-def build(template: Path, engine: str, n_docs: int) -> None:
-    """A data dir with n synthetic documents in DuckDB and their synthetic vectors in v1's collection."""
+def build(template: Path, engine: str, n_docs: int, real: np.ndarray | None = None) -> None:
+    """A data dir with n synthetic documents in DuckDB and their synthetic vectors in v1's collection (random
+    unit vectors, or with `real` embeddings mixed as bench/engines.py's `--vectors mixed` does)."""
     from flywheel.config import Settings
     from flywheel.serve.engine import open_engine
     from flywheel.serve.service import Service
@@ -68,7 +72,8 @@ def build(template: Path, engine: str, n_docs: int) -> None:
     index = open_engine(settings, engine)
     try:
         for start in range(0, n_docs, 10_000):
-            v = rng.normal(size=(min(10_000, n_docs - start), DIM)).astype(np.float32)
+            m = min(10_000, n_docs - start)
+            v = rng.normal(size=(m, DIM)).astype(np.float32) if real is None else _mixed(m, rng, real)
             index.upsert("v1", docs[start : start + len(v)], v / np.linalg.norm(v, axis=1, keepdims=True), 1024)
         index.optimize("v1")  # Edge: the HNSW graph (the server would build it at start anyway)
     finally:
@@ -177,17 +182,19 @@ def main() -> None:
     parser.add_argument("--engines", default="local,edge")
     parser.add_argument("--backends", default="torch,onnx,onnx-int8")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--vectors", choices=("random", "mixed"), default="random", help="see bench/engines.py")
     parser.add_argument("--rounds", type=int, default=1, help="run each server / raw pair this many times in turn")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search_path.json")
     args = parser.parse_args()
     queries = read_queries()[: args.queries]
+    real = _real_vectors() if args.vectors == "mixed" else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in [int(s) for s in args.sizes.split(",")]:
             for engine in args.engines.split(","):
                 template = Path(tmp) / f"{engine}-{n}"
                 t0 = time.perf_counter()
-                build(template, engine, n)
+                build(template, engine, n, real)
                 export(template)
                 print(f"built {engine} with {n} documents in {time.perf_counter() - t0:.0f} s", flush=True)
                 for backend in args.backends.split(","):
