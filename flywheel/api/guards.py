@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from fastapi.responses import JSONResponse
 
+from flywheel.errors import PayloadTooLarge
+
 
 class SafeJSON(JSONResponse):
     """JSON escaped to ASCII: an error that echoes hostile input (a lone surrogate) still encodes."""
@@ -38,22 +40,36 @@ class BodyLimit:
         if declared.isdigit() and int(declared) > self.limit:
             await self._refuse(scope, receive, send, f"request body is {int(declared)} bytes")
             return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                await self._refuse(scope, receive, send, "request body is too large")
-                return
-        await self.app(scope, replay(bytes(body), receive), send)
+        try:
+            body = await read_body(receive, self.limit)
+        except PayloadTooLarge:
+            await self._refuse(scope, receive, send, "request body is too large")
+            return
+        if body is not None:  # None: the client went away
+            await self.app(scope, replay(body, receive), send)
 
     async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any, what: str) -> None:
         message = f"{what}; the limit is {self.limit} bytes (max_body_bytes): send smaller batches"
         await error_response(413, message)(scope, receive, send)
+
+
+async def read_body(receive: Any, limit: int | None = None) -> bytes | None:
+    """A request's whole body from its ASGI messages; None if the client disconnected first.
+
+    Raises:
+        PayloadTooLarge: the body grew past `limit` bytes (reading stops there).
+    """
+    body = bytearray()
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if limit is not None and len(body) > limit:
+            raise PayloadTooLarge(f"request body is over {limit} bytes")
+    return bytes(body)
 
 
 def replay(body: bytes, receive: Any) -> Any:
@@ -147,5 +163,6 @@ __all__ = [
     "host_name",
     "is_loopback_name",
     "over_tcp",
+    "read_body",
     "replay",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flywheel.api.deps import ERROR_STATUS, in_pool, role_of
-from flywheel.api.guards import error_response, replay
+from flywheel.api.guards import error_response, read_body, replay
 from flywheel.api.routes.search import checked_k, render
 from flywheel.api.routes.search import router as search_router
 from flywheel.api.schemas import SearchIn
@@ -42,15 +42,9 @@ class SearchFastPath:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/search":
             await self.app(scope, receive, send)
             return
-        raw = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            raw += message.get("body", b"")
-            more = message.get("more_body", False)
-        body = bytes(raw)
+        body = await read_body(receive)
+        if body is None:  # the client went away
+            return
         request = self._parse(scope, body)
         if request is None:  # not for the fast path: the route answers, with its own error if there is one
             await self.app(scope, replay(body, receive), send)
