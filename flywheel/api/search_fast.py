@@ -3,28 +3,27 @@
 FastAPI's handling of the search route (routing through the included routers, solving the key dependency,
 parsing the body as JSON and then as the model) cost about 0.1-0.25 ms a search on a 2-core machine, as much
 as the Edge engine's query at 10,000 documents. This ASGI layer answers a search whose body is JSON valid for
-`SearchIn`, whose key is valid and whose limits hold, with the route's own `checked_k` and `render` and the
-same pool hop; every other request goes on to the app unchanged, and the search route answers it, so every
-error keeps its one shape and wording (tests/api/test_search_fast.py compares the two on generated bodies).
-It sits inside the body limit, the loopback guard and the request metrics, so they hold for it.
+`SearchIn`, whose key is valid and whose limits hold, with the route's own `checked_k` and `answer` (the same
+pool hop, rendering and log line); every other request goes on to the app unchanged, and the search route
+answers it, so every error keeps its one shape and wording (tests/api/test_search_fast.py compares the two on
+generated bodies). It sits inside the body limit, the loopback guard and the request metrics, so they hold
+for it.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from pydantic import ValidationError
 
-from flywheel.api.deps import ERROR_STATUS, in_pool, role_of
+from flywheel.api.deps import ERROR_STATUS, role_of
 from flywheel.api.guards import error_response, read_body, replay
-from flywheel.api.routes.search import checked_k, render
+from flywheel.api.routes.search import answer, checked_k
 from flywheel.api.routes.search import router as search_router
 from flywheel.api.schemas import SearchIn
 from flywheel.errors import FlywheelError, InvalidInput
 
-log = logging.getLogger("flywheel.api.routes.search")  # the route's logger: one name for a search's log line
-
+_STATUS = dict(ERROR_STATUS)
 _JSON = (b"application/json", b"application/json; charset=utf-8")
 
 
@@ -50,18 +49,16 @@ class SearchFastPath:
             await self.app(scope, replay(body, receive), send)
             return
         query, k = request
-        state = self.state
         try:
-            args = (query.query, k, render, query.user_id, query.session_id, query.filter)
-            result, text = await in_pool(state.search_pool, state.service.answer, *args)
+            text = await answer(self.state.service, self.state.search_pool, query, k)
         except FlywheelError as exc:  # the app's exception handlers are inside this layer: the same mapping here
-            status = next((s for kind, s in ERROR_STATUS if isinstance(exc, kind)), None)
+            # Looked up along the error's class hierarchy, most specific first, as Starlette finds a handler.
+            status = next((_STATUS[c] for c in type(exc).__mro__ if c in _STATUS), None)
             if status is None:
                 raise
             await error_response(status, str(exc))(scope, receive, send)
             return
         scope["route"] = self.route  # the request metrics label it with the route's template
-        log.info("search", extra={"search_id": result.search_id, "model_version": result.model_version, "k": k})
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(text)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": text})

@@ -2,13 +2,14 @@
 
 The route is `async`: it validates on the event loop and sends only the blocking search (encode, engine, render,
 queue the log) to the search pool, in one hop. A well-formed search is usually answered before it reaches this
-route, by `flywheel.api.search_fast` with the same `checked_k` and `render`; this route answers everything else
+route, by `flywheel.api.search_fast` with the same `checked_k` and `answer`; this route answers everything else
 (and documents the route in the OpenAPI schema).
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter, Response
 
@@ -16,7 +17,7 @@ from flywheel.api.deps import SearchContextDep, in_pool
 from flywheel.api.schemas import ExperimentOut, HitOut, SearchIn, SearchOut, control_char
 from flywheel.config import Settings
 from flywheel.errors import InvalidInput
-from flywheel.serve.service import SearchResult
+from flywheel.serve.service import SearchResult, Service
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,16 @@ def render(result: SearchResult) -> tuple[SearchResult, bytes]:
     return result, out.model_dump_json(exclude={"experiment"} if out.experiment is None else None).encode()
 
 
+async def answer(service: Service, pool: ThreadPoolExecutor, body: SearchIn, k: int) -> bytes:
+    """Search on the pool (encode, engine, render, queue the log), log the search's line, return the JSON body."""
+    args = (body.query, k, render, body.user_id, body.session_id, body.filter)
+    result, text = await in_pool(pool, service.answer, *args)
+    log.info("search", extra={"search_id": result.search_id, "model_version": result.model_version, "k": k})
+    return text
+
+
 @router.post("/search", response_model=SearchOut, tags=["search"])
 async def search(body: SearchIn, ctx: SearchContextDep) -> Response:
     """Nearest-neighbour search; the search and the hits shown are logged for feedback (any API key)."""
     k = checked_k(body, ctx.settings)
-    args = (body.query, k, render, body.user_id, body.session_id, body.filter)
-    result, text = await in_pool(ctx.pool, ctx.service.answer, *args)
-    log.info("search", extra={"search_id": result.search_id, "model_version": result.model_version, "k": k})
-    return Response(text, media_type="application/json")
+    return Response(await answer(ctx.service, ctx.pool, body, k), media_type="application/json")
