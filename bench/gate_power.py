@@ -56,7 +56,10 @@ def oracle(world: Any, vec: dict, cache: Any) -> QueryAdapter:
     texts = sorted(world.traffic_queries)
     queries = np.stack([vec[world.traffic_queries[q]] for q in texts])
     rows = [
-        (i, cache.doc_row[d], -1) for i, q in enumerate(texts) for d in world.traffic_relevant[q] if d in cache.doc_row
+        (i, cache.doc_row[d], -1)
+        for i, q in enumerate(texts)
+        for d in sorted(world.traffic_relevant[q])  # a fixed order, whatever the hash seed
+        if d in cache.doc_row
     ]
     trained = train_adapter(queries, cache.docs, np.array(rows), None, AdapterConfig(validation_share=0.0))
     return QueryAdapter("oracle", cache.base, trained.weight, trained.bias)
