@@ -48,6 +48,7 @@ from bench.search_latency import _free_port, _percentiles, read_queries  # noqa:
 
 DIM = 384
 JSON = "application/json"
+START_TIMEOUT_S = 3600
 
 
 def build(template: Path, engine: str, n_docs: int, real: np.ndarray | None = None) -> None:
@@ -106,12 +107,20 @@ def http(data_dir: Path, backend: str, queries: list[str]) -> dict:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
-        for _ in range(3000):
+        # Start-up checks every stored hash and may export the ONNX encoder first: at a million documents on
+        # 2 busy cores that took over 10 minutes, so wait up to an hour and say so if it never comes up.
+        started = time.monotonic()
+        while time.monotonic() - started < START_TIMEOUT_S:
+            if proc.poll() is not None:
+                raise SystemExit(f"flywheel serve ({backend}) exited with {proc.returncode} while starting")
             try:
                 if client.get("/healthz").status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.2)
+                time.sleep(0.5)
+        else:
+            raise SystemExit(f"flywheel serve ({backend}) not up after {START_TIMEOUT_S} s")
+        start_s = time.monotonic() - started
         served = client.get("/healthz").json()["encoder_backend"]
         for q in queries[:20]:
             client.post("/search", json={"query": q, "k": 10}).raise_for_status()
@@ -145,10 +154,15 @@ def http(data_dir: Path, backend: str, queries: list[str]) -> dict:
             "lean_latency_ms": _percentiles(lean_times),
             "rps": 2 * len(queries) / wall,
             "livez_ms": _percentiles(floor),
+            "start_s": round(start_s, 1),
         }
     finally:
         proc.terminate()
-        proc.wait(timeout=120)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:  # still in start-up work that does not watch for signals
+            proc.kill()
+            proc.wait()
 
 
 def raw(data_dir: Path, backend: str, queries: list[str]) -> dict:
