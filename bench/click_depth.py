@@ -104,8 +104,8 @@ def run_world(world: World, vec: dict, depths: list[int], settings: Settings) ->
                 "best_epoch": trained.best_epoch,
                 "train_s": round(seconds, 2),
                 "queries": len(ids),
-                "with_clicked_document": _group(prior, base, cand),
-                "without": _group(~prior, base, cand),
+                "with_clicked_document": group_summary(prior, base, cand),
+                "without": group_summary(~prior, base, cand),
                 # Every query with a clicked relevant document perfect, the others unchanged.
                 "bound": round(float(((1 - base) * prior).mean() / base.mean()), 4),
             }
@@ -115,14 +115,14 @@ def run_world(world: World, vec: dict, depths: list[int], settings: Settings) ->
             f"{world.name:8} depth {str(r['depth']):>4}: {r['clicks']:5} clicks, check nDCG@10 {base.mean():.3f} -> "
             f"{r['check']:.3f} ({r['relative'] * 100:+.1f}%) CI [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}], "
             f"epoch kept {r['best_epoch']}\n"
-            f"{'':8} check queries with a clicked relevant document {_line(r['with_clicked_document'])}, "
-            f"without {_line(r['without'])}; bound {r['bound'] * 100:+.1f}%",
+            f"{'':8} check queries with a clicked relevant document {group_line(r['with_clicked_document'])}, "
+            f"without {group_line(r['without'])}; bound {r['bound'] * 100:+.1f}%",
             flush=True,
         )
     return {"world": world.name, "base": round(float(base.mean()), 4), "relevant_rank_bands": bands, "rows": rows}
 
 
-def _group(mask: np.ndarray, base: np.ndarray, cand: np.ndarray) -> dict[str, Any]:
+def group_summary(mask: np.ndarray, base: np.ndarray, cand: np.ndarray) -> dict[str, Any]:
     """Share, base and trained nDCG@10 of the check queries `mask` selects."""
     if not mask.any():
         return {"share": 0.0, "base": None, "trained": None}
@@ -133,7 +133,7 @@ def _group(mask: np.ndarray, base: np.ndarray, cand: np.ndarray) -> dict[str, An
     }
 
 
-def _line(group: dict[str, Any]) -> str:
+def group_line(group: dict[str, Any]) -> str:
     """One group as 'share%: base -> trained'."""
     if group["base"] is None:
         return "none"
