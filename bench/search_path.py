@@ -107,8 +107,9 @@ def http(data_dir: Path, backend: str, queries: list[str]) -> dict:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
-        # Start-up checks every stored hash and may export the ONNX encoder first: at a million documents on
-        # 2 busy cores that took over 10 minutes, so wait up to an hour and say so if it never comes up.
+        # Start-up checks every stored hash and, for a backend of another precision than the vectors' (int8
+        # after torch), re-embeds every document: at a million documents that is well over 10 minutes here,
+        # so wait up to an hour and say so if it never comes up.
         started = time.monotonic()
         while time.monotonic() - started < START_TIMEOUT_S:
             if proc.poll() is not None:
