@@ -7,7 +7,10 @@ half an hour on a 2-core CPU. With `--vectors mixed` they are made from real emb
 (clustered as real ones are: Edge's HNSW graph of a million random vectors did not finish in 45 minutes here).
 Query texts are the shipped Quora retrieval queries, encoded by the real model;
 against synthetic document vectors their neighbours mean nothing, but the engine does the same work (for recall
-on real embeddings see bench/engines.py and docs/engines.md). Then, for each engine and encoder backend:
+on real embeddings see bench/engines.py and docs/engines.md). A backend of another precision (onnx-int8 after
+torch) re-embeds the collection's short synthetic texts at its server's start, as the service does for any
+collection whose vectors another precision made, so its rows are on those vectors. Then, for each engine and
+encoder backend:
   - `flywheel serve` (its own process) answers Q sequential searches through HTTP (k=10): p50/p99 and req/s,
     each query sent once through httpx and once through a bare `http.client` keep-alive connection (the
     lean client: what the server costs with almost nothing added by the client);
