@@ -13,7 +13,9 @@ collection whose vectors another precision made, so its rows are on those vector
 encoder backend:
   - `flywheel serve` (its own process) answers Q sequential searches through HTTP (k=10): p50/p99 and req/s,
     each query sent once through httpx and once through a bare `http.client` keep-alive connection (the
-    lean client: what the server costs with almost nothing added by the client);
+    lean client: what the server costs with almost nothing added by the client); each lean answer's
+    Server-Timing header splits its time into the encoder and the engine in the server, the rest of the search
+    on its thread, and what lies outside it (HTTP, parsing, the hop to the search thread): the second table;
   - in this process, after the server stops, the same queries as raw calls: the encoder's `encode` and the
     index's `search` on the same collection (no HTTP, no validation, no log): the floor under the API.
 Every pair runs in the same session, one after the other, so the ratios are what to read on shared cores.
@@ -129,7 +131,7 @@ def http(data_dir: Path, backend: str, queries: list[str]) -> dict:
         for q in queries[:20]:
             client.post("/search", json={"query": q, "k": 10}).raise_for_status()
         lean = HTTPConnection("127.0.0.1", port, timeout=300)
-        times, lean_times = [], []
+        times, lean_times, stages = [], [], []
         t_all = time.perf_counter()
         for i, q in enumerate(queries):
             # Each query twice, through httpx and through the standard library's keep-alive connection (a
@@ -146,6 +148,7 @@ def http(data_dir: Path, backend: str, queries: list[str]) -> dict:
                     answer.read()
                     assert answer.status == 200, answer.status
                     lean_times.append((time.perf_counter() - t0) * 1000)
+                    stages.append(_server_timing(answer.getheader("server-timing", "")))
         wall = time.perf_counter() - t_all
         floor = []  # the same server's cheapest route: what HTTP, uvicorn and the client cost alone
         for _ in queries:
@@ -158,6 +161,7 @@ def http(data_dir: Path, backend: str, queries: list[str]) -> dict:
             "lean_latency_ms": _percentiles(lean_times),
             "rps": 2 * len(queries) / wall,
             "livez_ms": _percentiles(floor),
+            "server_ms": _split(stages, lean_times),
             "start_s": round(start_s, 1),
         }
     finally:
@@ -167,6 +171,28 @@ def http(data_dir: Path, backend: str, queries: list[str]) -> dict:
         except subprocess.TimeoutExpired:  # still in start-up work that does not watch for signals
             proc.kill()
             proc.wait()
+
+
+def _server_timing(header: str) -> dict[str, float]:
+    """A search's Server-Timing header (`encode;dur=1.23, ...`) as {stage: ms}."""
+    parts = (part.strip().partition(";dur=") for part in header.split(",") if ";dur=" in part)
+    return {name: float(ms) for name, _, ms in parts}
+
+
+def _split(stages: list[dict[str, float]], totals: list[float]) -> dict[str, float]:
+    """Where the lean client's searches spent their time, by the server's own Server-Timing (p50s, ms): the
+    encoder and the engine in the server, the rest of the search on its thread (ranking, rendering, logging),
+    and what is outside it (HTTP, parsing, the hop to the search thread), each a median of per-search values."""
+    if not stages or "search" not in stages[0]:
+        return {}
+    rest = [s["search"] - s["encode"] - s["engine"] for s in stages]
+    outside = [total - s["search"] for s, total in zip(stages, totals, strict=True)]
+    return {
+        "encode": float(np.median([s["encode"] for s in stages])),
+        "engine": float(np.median([s["engine"] for s in stages])),
+        "rest_of_search": float(np.median(rest)),
+        "outside_search": float(np.median(outside)),
+    }
 
 
 def raw(data_dir: Path, backend: str, queries: list[str]) -> dict:
@@ -189,7 +215,13 @@ def raw(data_dir: Path, backend: str, queries: list[str]) -> dict:
             times.append((time.perf_counter() - t0) * 1000)
             encode.append((t1 - t0) * 1000)
         wall = time.perf_counter() - t_all
-        return {"latency_ms": _percentiles(times), "encode_ms": _percentiles(encode), "rps": len(queries) / wall}
+        engine = [total - e for total, e in zip(times, encode, strict=True)]
+        return {
+            "latency_ms": _percentiles(times),
+            "encode_ms": _percentiles(encode),
+            "engine_ms": _percentiles(engine),
+            "rps": len(queries) / wall,
+        }
     finally:
         service.close()
 
@@ -270,6 +302,24 @@ def table(result: dict) -> str:
             lean_ratios = ", ".join(f"{x['lean_p50_ratio']:.2f}x" for x in r["rounds"])
             name = f"{r['documents']:,} {r['engine']} {r['backend']}"
             lines.append(f"{name}: API / raw by round {httpx_ratios}; lean {lean_ratios}")
+    split = [r for r in result["rows"] if r["http"].get("server_ms")]
+    if split:
+        lines += [
+            "",
+            "Where the lean client's searches went (p50 ms; in the server by its Server-Timing header, beside the"
+            " raw calls' own):",
+            "| documents | engine | backend | encode: raw / in server | engine: raw / in server | rest of the search"
+            " on its thread | outside it (HTTP, parsing, the hop) | lean POST /search |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in split:
+            srv, f = r["http"]["server_ms"], r["raw"]
+            lines.append(
+                f"| {r['documents']:,} | {r['engine']} | {r['backend']} | {f['encode_ms']['p50']:.2f} / "
+                f"{srv['encode']:.2f} | {f['engine_ms']['p50']:.2f} / {srv['engine']:.2f} | "
+                f"{srv['rest_of_search']:.2f} | {srv['outside_search']:.2f} | "
+                f"{r['http']['lean_latency_ms']['p50']:.2f} |"
+            )
     by = {(r["documents"], r["backend"], r["engine"]): r["http"]["latency_ms"]["p50"] for r in result["rows"]}
     for (n, backend, engine), p50 in sorted(by.items()):
         if engine == "edge" and (n, backend, "local") in by:

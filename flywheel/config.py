@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="json: one object per line with search/cycle ids")
     metrics_public: bool = Field(False, description="serve GET /metrics without a key even when keys are set")
+    server_timing: bool = Field(
+        True,
+        description="answer each search with a Server-Timing header: encode, engine and search (the whole "
+        "search on its thread) in ms; false: no header (the metrics keep the same figures)",
+    )
     openapi_docs: bool = Field(
         True,
         description="serve the OpenAPI schema and its pages (/openapi.json, /docs, /redoc), without a key: they "

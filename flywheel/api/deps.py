@@ -122,6 +122,7 @@ class SearchContext:
     service: Service
     settings: Settings
     pool: ThreadPoolExecutor  # the threads that answer searches (`Settings.search_threads`), made in the lifespan
+    metrics: Metrics
 
 
 async def search_context(
@@ -134,7 +135,7 @@ async def search_context(
     """
     await caller_role(request, creds)
     state = request.app.state
-    return SearchContext(state.service, state.settings, state.search_pool)
+    return SearchContext(state.service, state.settings, state.search_pool, state.metrics)
 
 
 SearchContextDep = Annotated[SearchContext, Depends(search_context)]

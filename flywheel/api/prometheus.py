@@ -4,6 +4,9 @@ What is exported (names as Prometheus shows them):
 - `flywheel_http_requests_total{method,route,status}` and `flywheel_http_request_duration_seconds{method,route}`:
   per route *template* (`/documents/{doc_id}`), so ids never become labels; unknown paths are `route="unmatched"`
   and methods outside the standard ones `method="other"`, so no client can add series.
+- `flywheel_search_stage_duration_seconds{stage}`: where a search's time goes, stage `encode` (the query
+  encoder), `engine` (the vector index) and `search` (the whole search on its thread: both, plus ranking,
+  rendering and logging); what HTTP adds is the request duration minus `search`.
 - `flywheel_feedback_events_total{outcome}`: accepted, duplicate, rejected (events of a refused batch).
 - `flywheel_cycles_total{outcome}`: promoted, rejected, failed.
 - `flywheel_cycle_stage_duration_seconds{stage}` and `flywheel_cycle_duration_seconds`.
@@ -35,8 +38,11 @@ log = logging.getLogger(__name__)
 
 FEEDBACK_OUTCOMES = ("accepted", "duplicate", "rejected")
 CYCLE_OUTCOMES = ("promoted", "rejected", "failed")
+SEARCH_STAGES = ("encode", "engine", "search")
 # Cycle stages take seconds to hours; request latencies milliseconds to seconds.
 _STAGE_BUCKETS = (0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+# A search's stages take from a tenth of a millisecond (the engine on a small corpus) up.
+_SEARCH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # Methods kept as label values; anything a client makes up is counted as "other" (labels stay bounded).
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -62,6 +68,13 @@ class Metrics:
             buckets=_REQUEST_BUCKETS,
             registry=r,
         )
+        self.search_stage = Histogram(
+            "flywheel_search_stage_duration_seconds",
+            "Time of each stage of a search: encode, engine, and the whole search on its thread",
+            ["stage"],
+            buckets=_SEARCH_BUCKETS,
+            registry=r,
+        )
         self.feedback_events = Counter(
             "flywheel_feedback_events", "Feedback events by outcome", ["outcome"], registry=r
         )
@@ -80,6 +93,13 @@ class Metrics:
             self.feedback_events.labels(outcome)
         for outcome in CYCLE_OUTCOMES:
             self.cycles.labels(outcome)
+        # Looked up once: the search path observes them on every search.
+        self._stages = tuple(self.search_stage.labels(stage) for stage in SEARCH_STAGES)
+
+    def observe_search(self, encode_s: float, engine_s: float, search_s: float) -> None:
+        """Record the stages of one answered search (seconds)."""
+        for child, seconds in zip(self._stages, (encode_s, engine_s, search_s), strict=True):
+            child.observe(seconds)
 
     def observe_feedback(self, accepted: int, duplicates: int) -> None:
         """Count a stored feedback batch."""

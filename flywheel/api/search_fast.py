@@ -50,7 +50,8 @@ class SearchFastPath:
             return
         query, k = request
         try:
-            text = await answer(self.state.service, self.state.search_pool, query, k)
+            state = self.state
+            text, timing = await answer(state.service, state.search_pool, query, k, state.settings, state.metrics)
         except FlywheelError as exc:  # the app's exception handlers are inside this layer: the same mapping here
             # Looked up along the error's class hierarchy, most specific first, as Starlette finds a handler.
             status = next((_STATUS[c] for c in type(exc).__mro__ if c in _STATUS), None)
@@ -59,7 +60,9 @@ class SearchFastPath:
             await error_response(status, str(exc))(scope, receive, send)
             return
         scope["route"] = self.route  # the request metrics label it with the route's template
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(text)).encode())]
+        headers = [(b"content-length", str(len(text)).encode()), (b"content-type", b"application/json")]
+        if timing is not None:
+            headers.append((b"server-timing", timing.encode("latin-1")))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": text})
 

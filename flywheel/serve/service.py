@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,15 @@ ASKED_QUESTIONS = 100_000  # distinct questions counted for FLYWHEEL_EXPLORE_REP
 
 
 @dataclass(frozen=True)
+class SearchTimings:
+    """Where a search's time went, in seconds: encoding the query (and a challenger's, in an online test) and
+    querying the engine; an operator reads them as the Server-Timing header and the search-stage metrics."""
+
+    encode_s: float = 0.0
+    engine_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """What a search returns: its id (for feedback), the answering model version, and the hits."""
 
@@ -50,6 +60,7 @@ class SearchResult:
     model_version: str
     hits: list[Hit]
     experiment: dict[str, str] | None = None  # {"id", "arm"} (+ "challenger" when interleaved) during a test
+    timings: SearchTimings = SearchTimings()
 
 
 class Service:
@@ -330,10 +341,12 @@ class Service:
         """
         search_id = uuid.uuid4().hex
         asked = self._asked.see(query) if self._asked is not None else 0
+        encode_s = engine_s = 0.0  # encoding summed over the rare retries after a swap: all this search spent
         while True:
             encoder, adapter, experiment = self.encoder, self._adapter, self._experiment
             # Exploration stays out of an online test: its clicks must compare the two rankers alone.
             explores = experiment is None and self.exploration.explores(search_id, k, asked)
+            started = time.perf_counter()
             vector = encoder.encode([query])[0]
             query_vector = adapter.apply(vector) if adapter is not None else vector
             arm = experiment.arm(search_id) if experiment is not None else None
@@ -341,9 +354,11 @@ class Service:
             if experiment is not None and arm != "incumbent":
                 raw = vector if experiment.encoder is encoder else experiment.encoder.encode([query])[0]
                 challenger_vector = experiment.adapter.apply(raw) if experiment.adapter is not None else raw
+            encode_s += time.perf_counter() - started
             with self._serving:
                 if encoder is not self._encoder or adapter is not self._adapter or experiment is not self._experiment:
                     continue  # a swap or a test's start or end happened while encoding: encode again
+                started = time.perf_counter()
                 fetch = self.exploration.fetch(k) if explores else k
                 hits = self.index.search(query_vector, fetch, metadata_filter=metadata_filter)
                 challenger_hits = None
@@ -354,6 +369,7 @@ class Service:
                         collection=self.index.collection(experiment.collection),
                         metadata_filter=metadata_filter,
                     )
+                engine_s = time.perf_counter() - started
             break
         version = adapter.version if adapter is not None else encoder.version
         if explores:
@@ -367,7 +383,7 @@ class Service:
                 tag["challenger"] = experiment.version
             elif arm == "shadow" and challenger_hits is not None:
                 shadow = shadow_record(hits, challenger_hits, k)
-        answer = render(SearchResult(search_id, version, hits, tag))
+        answer = render(SearchResult(search_id, version, hits, tag, SearchTimings(encode_s, engine_s)))
         self.store.log_search(
             search_id,
             query,

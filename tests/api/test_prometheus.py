@@ -122,3 +122,17 @@ def test_metrics_auth(tmp_path: Path, tiny_model_path: Path, public: bool) -> No
         assert api.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == (200 if public else 401)
         for key in ("srch", "adm"):
             assert scrape(api, headers={"Authorization": f"Bearer {key}"})
+
+
+def test_search_stages_are_timed(loaded_api: TestClient) -> None:
+    """Each answered search adds one sample to every stage; its own time holds the encoder's and the engine's."""
+    for _ in range(3):
+        assert loaded_api.post("/search", json={"query": "learn python", "k": 2}).status_code == 200
+    assert loaded_api.post("/search", json={"query": ""}).status_code == 422  # refused: no stage ran
+    samples = scrape(loaded_api)
+    name = "flywheel_search_stage_duration_seconds"
+    counts = {stage: value(samples, f"{name}_count", stage=stage) for stage in ("encode", "engine", "search")}
+    assert counts == {"encode": 3, "engine": 3, "search": 3}
+    sums = {stage: value(samples, f"{name}_sum", stage=stage) for stage in counts}
+    assert sums["encode"] > 0 and sums["engine"] > 0
+    assert sums["search"] >= sums["encode"] + sums["engine"]

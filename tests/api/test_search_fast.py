@@ -16,6 +16,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from flywheel.api.app import create_app
+from flywheel.api.prometheus import Metrics
 from flywheel.api.search_fast import SearchFastPath
 from flywheel.config import Settings
 from flywheel.errors import NotFound
@@ -43,6 +44,7 @@ def _same(fast: httpx.Response, route: httpx.Response) -> None:
     """The two answers agree: status, content type, and body (a search's id aside)."""
     assert fast.status_code == route.status_code, (fast.text, route.text)
     assert fast.headers["content-type"] == route.headers["content-type"]
+    assert sorted(fast.headers) == sorted(route.headers)  # the same headers (Server-Timing on both)
     if fast.status_code != 200:
         assert fast.json() == route.json()
         return
@@ -134,7 +136,8 @@ def test_fast_path_answers_itself_and_passes_the_rest_on(service: Service, setti
         await send({"type": "http.response.body", "body": b""})
 
     pool = ThreadPoolExecutor(2)
-    layer = SearchFastPath(teapot, SimpleNamespace(settings=settings, service=service, search_pool=pool))
+    state = SimpleNamespace(settings=settings, service=service, search_pool=pool, metrics=Metrics())
+    layer = SearchFastPath(teapot, state)
     try:
         client = TestClient(layer)  # no lifespan: the layer has nothing to start
         answer = client.post("/search", json={"query": "python", "k": 3})
@@ -182,3 +185,28 @@ def test_search_log_line_is_kept(both: tuple[TestClient, TestClient], caplog: py
         body = fast.post("/search", json={"query": "python", "k": 2}).json()
     assert [r.search_id for r in caplog.records if r.getMessage() == "search"] == [body["search_id"]]
     assert body["model_version"] == "v1"
+
+
+def _stages(response: httpx.Response) -> dict[str, float]:
+    """The Server-Timing header as {stage: ms}."""
+    parts = (part.strip().partition(";dur=") for part in response.headers["server-timing"].split(","))
+    return {name: float(ms) for name, _, ms in parts}
+
+
+def test_both_paths_say_where_a_searchs_time_went(both: tuple[TestClient, TestClient]) -> None:
+    """Server-Timing: the encoder's and the engine's share of the search's own time, on either path."""
+    for client in both:
+        stages = _stages(client.post("/search", json={"query": "python", "k": 2}))
+        assert set(stages) == {"encode", "engine", "search"}
+        assert stages["encode"] > 0 and stages["engine"] > 0
+        # The search's time on its thread holds both stages (each rounded to 0.01 ms).
+        assert stages["search"] >= stages["encode"] + stages["engine"] - 0.02
+
+
+def test_server_timing_can_be_turned_off(service: Service, settings: Settings) -> None:
+    service.upsert_documents(_docs())
+    quiet = settings.model_copy(update={"server_timing": False})
+    for fast_search in (True, False):
+        with TestClient(create_app(quiet, service=service, fast_search=fast_search)) as client:
+            answer = client.post("/search", json={"query": "python", "k": 2})
+            assert answer.status_code == 200 and "server-timing" not in answer.headers

@@ -18,8 +18,11 @@ def healthz(svc: ServiceDep) -> HealthOut:
 
 
 @router.get("/livez", tags=["ops"])
-def livez() -> dict[str, str]:
-    """Unauthenticated liveness probe for load balancers; says nothing about the data."""
+async def livez() -> dict[str, str]:
+    """Unauthenticated liveness probe for load balancers; says nothing about the data.
+
+    `async`: it blocks on nothing, and a plain `def` route costs a hop to a worker thread (~0.4 ms here).
+    """
     return {"status": "ok"}
 
 

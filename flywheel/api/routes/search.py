@@ -9,17 +9,23 @@ route, by `flywheel.api.search_fast` with the same `checked_k` and `answer`; thi
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Response
 
 from flywheel.api.deps import SearchContextDep, in_pool
+from flywheel.api.prometheus import Metrics
 from flywheel.api.schemas import ExperimentOut, HitOut, SearchIn, SearchOut, control_char
 from flywheel.config import Settings
 from flywheel.errors import InvalidInput
 from flywheel.serve.service import SearchResult, Service
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 router = APIRouter()
 
@@ -63,16 +69,37 @@ def render(result: SearchResult) -> tuple[SearchResult, bytes]:
     return result, out.model_dump_json(exclude={"experiment"} if out.experiment is None else None).encode()
 
 
-async def answer(service: Service, pool: ThreadPoolExecutor, body: SearchIn, k: int) -> bytes:
-    """Search on the pool (encode, engine, render, queue the log), log the search's line, return the JSON body."""
+def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """`fn(*args)` and the seconds it took on this thread (the search's own time, without the wait for it)."""
+    started = time.perf_counter()
+    return fn(*args), time.perf_counter() - started
+
+
+def server_timing(result: SearchResult, search_s: float) -> str:
+    """The Server-Timing header of an answered search (W3C Server Timing; durations in ms)."""
+    t = result.timings
+    return f"encode;dur={t.encode_s * 1e3:.2f}, engine;dur={t.engine_s * 1e3:.2f}, search;dur={search_s * 1e3:.2f}"
+
+
+async def answer(
+    service: Service, pool: ThreadPoolExecutor, body: SearchIn, k: int, settings: Settings, metrics: Metrics
+) -> tuple[bytes, str | None]:
+    """Search on the pool (encode, engine, render, queue the log), log the search's line and its timings.
+
+    Returns:
+        The JSON body, and the Server-Timing header's value (None when `Settings.server_timing` is off).
+    """
     args = (body.query, k, render, body.user_id, body.session_id, body.filter)
-    result, text = await in_pool(pool, service.answer, *args)
+    (result, text), search_s = await in_pool(pool, _timed, service.answer, *args)
+    metrics.observe_search(result.timings.encode_s, result.timings.engine_s, search_s)
     log.info("search", extra={"search_id": result.search_id, "model_version": result.model_version, "k": k})
-    return text
+    return text, server_timing(result, search_s) if settings.server_timing else None
 
 
 @router.post("/search", response_model=SearchOut, tags=["search"])
 async def search(body: SearchIn, ctx: SearchContextDep) -> Response:
     """Nearest-neighbour search; the search and the hits shown are logged for feedback (any API key)."""
     k = checked_k(body, ctx.settings)
-    return Response(await answer(ctx.service, ctx.pool, body, k), media_type="application/json")
+    text, timing = await answer(ctx.service, ctx.pool, body, k, ctx.settings, ctx.metrics)
+    headers = {"server-timing": timing} if timing is not None else None
+    return Response(text, media_type="application/json", headers=headers)
