@@ -309,8 +309,9 @@ def table(result: dict) -> str:
             "Where the lean client's searches went (p50 ms; in the server by its Server-Timing header, beside the"
             " raw calls' own):",
             "| documents | engine | backend | encode: raw / in server | engine: raw / in server | rest of the search"
-            " on its thread | outside it (HTTP, parsing, the hop) | lean POST /search |",
-            "|---|---|---|---|---|---|---|---|",
+            " on its thread | outside it (HTTP, parsing, the hop) | lean POST /search | lean / in-server encode +"
+            " engine |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in split:
             srv, f = r["http"]["server_ms"], r["raw"]
@@ -318,7 +319,8 @@ def table(result: dict) -> str:
                 f"| {r['documents']:,} | {r['engine']} | {r['backend']} | {f['encode_ms']['p50']:.2f} / "
                 f"{srv['encode']:.2f} | {f['engine_ms']['p50']:.2f} / {srv['engine']:.2f} | "
                 f"{srv['rest_of_search']:.2f} | {srv['outside_search']:.2f} | "
-                f"{r['http']['lean_latency_ms']['p50']:.2f} |"
+                f"{r['http']['lean_latency_ms']['p50']:.2f} | "
+                f"{r['http']['lean_latency_ms']['p50'] / (srv['encode'] + srv['engine']):.2f}x |"
             )
     by = {(r["documents"], r["backend"], r["engine"]): r["http"]["latency_ms"]["p50"] for r in result["rows"]}
     for (n, backend, engine), p50 in sorted(by.items()):
