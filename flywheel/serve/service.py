@@ -341,7 +341,7 @@ class Service:
         """
         search_id = uuid.uuid4().hex
         asked = self._asked.see(query) if self._asked is not None else 0
-        encode_s = engine_s = 0.0  # encoding summed over the rare retries after a swap: all this search spent
+        encode_s = engine_s = 0.0  # encode_s adds up the retries after a swap: all the time spent encoding
         while True:
             encoder, adapter, experiment = self.encoder, self._adapter, self._experiment
             # Exploration stays out of an online test: its clicks must compare the two rankers alone.
