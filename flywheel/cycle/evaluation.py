@@ -194,12 +194,16 @@ def next_traffic_view(
     restricts both rankings of a filtered search."""
     if not searches:
         return None
-    queries = {s.search_id: s.query for s in searches}
-    relevant = {s.search_id: set(s.clicked) for s in searches}
+    # Keyed by arrival, not by search id: the scorer orders its rows by key, and random ids would hand the same
+    # traffic's per-search values to the bootstrap in another order each time, moving the CI's ends.
+    key = {s.search_id: f"{n:09d}" for n, s in enumerate(searches)}
+    queries = {key[s.search_id]: s.query for s in searches}
+    relevant = {key[s.search_id]: set(s.clicked) for s in searches}
     trained = {p.group for p in train_rows}
-    repeats = {s.search_id for s in searches if s.group in trained}
+    repeats = {key[s.search_id] for s in searches if s.group in trained}
     parts = {"repeated_queries": repeats, "new_queries": set(queries) - repeats}
-    judged = {s.search_id: list(s.ranks) for s in searches}
+    judged = {key[s.search_id]: list(s.ranks) for s in searches}
+    allowed = {key[sid]: docs for sid, docs in allowed.items() if sid in key} if allowed else None
     out = _both_rankings(score, queries, relevant, judged, seed, parts, allowed)
     out["distinct_queries"] = len({s.group for s in searches})
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 
@@ -89,6 +91,27 @@ def test_unseen_queries_are_split_by_whether_their_clicked_documents_were_clicke
     traffic = next_traffic_view(score, searches, train, 0)
     assert traffic["n_queries"] == 5 and traffic["distinct_queries"] == 2
     assert traffic["parts"]["repeated_queries"]["n_queries"] == 3 and traffic["parts"]["new_queries"]["n_queries"] == 2
+
+
+def test_the_same_traffic_gets_the_same_next_traffic_ci_whatever_its_search_ids() -> None:
+    """Search ids are random: the view must not let them reorder the per-search values its bootstrap draws."""
+
+    def score(side: str, queries: dict, relevant: dict, judged: dict | None = None) -> dict[str, np.ndarray]:
+        ids = sorted(queries)  # as `retrieval_scores` orders its rows
+        step = 3 if side == "candidate" else 7  # the change differs from query to query
+        value = {f"q{i}": (i * step % 11) / 10 for i in range(11)}
+        return {"query_ids": np.array(ids, dtype=object), "ndcg@10": np.array([value[queries[q]] for q in ids])}
+
+    def view() -> dict:
+        searches = [
+            LoggedSearch(uuid.uuid4().hex, f"g{i % 11}", f"q{i * 5 % 11}", frozenset({"a"})) for i in range(60)
+        ]
+        return next_traffic_view(score, searches, [], 0)
+
+    first, again = view(), view()
+    assert first["ndcg@10"]["ci95"][0] < first["ndcg@10"]["ci95"][1]
+    assert first["ndcg@10"]["ci95"] == again["ndcg@10"]["ci95"]
+    assert first["judged"]["ndcg@10"]["ci95"] == again["judged"]["ndcg@10"]["ci95"]
 
 
 def _view(n: int, inc: float, cand: float, ci: tuple[float, float]) -> dict:
