@@ -103,9 +103,7 @@ def test_the_same_traffic_gets_the_same_next_traffic_ci_whatever_its_search_ids(
         return {"query_ids": np.array(ids, dtype=object), "ndcg@10": np.array([value[queries[q]] for q in ids])}
 
     def view() -> dict:
-        searches = [
-            LoggedSearch(uuid.uuid4().hex, f"g{i % 11}", f"q{i * 5 % 11}", frozenset({"a"})) for i in range(60)
-        ]
+        searches = [LoggedSearch(uuid.uuid4().hex, f"g{i % 11}", f"q{i * 5 % 11}", frozenset({"a"})) for i in range(60)]
         return next_traffic_view(score, searches, [], 0)
 
     first, again = view(), view()
