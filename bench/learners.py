@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 
 from flywheel.config import Settings  # noqa: E402
 from flywheel.cycle.adapter import gather_vectors, train_learner, training_arrays  # noqa: E402
-from flywheel.cycle.evaluation import next_traffic_view, unseen_view  # noqa: E402
+from flywheel.cycle.evaluation import arrival_key, next_traffic_view, unseen_view  # noqa: E402
 from flywheel.cycle.report.model import CycleReport  # noqa: E402
 from flywheel.cycle.steps import mine_and_split  # noqa: E402
 from flywheel.lab.demo import DEMO_USER  # noqa: E402
@@ -216,6 +216,7 @@ def judge_next(
     """Per-search nDCG@10 of base + `candidate` on every search of the next-traffic window (with feedback or
     not), each judged by its query's true relevance labels (not its clicks), over the whole collection:
     traffic-weighted, repeats included."""
+    searches = [(arrival_key(n), query) for n, (_, query) in enumerate(searches)]  # as the gate keys them
     encode = lambda texts: np.stack([vec[t] for t in texts])  # noqa: E731
     side = AdaptedQueries(cache.base, encode, candidate)
     corpus = dict.fromkeys(cache.doc_ids, "")

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learners import _ndcg, judge_next, next_relevant, settings_for, simulated_log, worlds_with_vectors, write_results  # noqa: E402
 
 from flywheel.cycle.adapter import train_learner, training_arrays  # noqa: E402
+from flywheel.cycle.evaluation import arrival_key  # noqa: E402
 from flywheel.lab.worlds import World  # noqa: E402
 from flywheel.scoring.ranking import compare_scores  # noqa: E402
 
@@ -86,7 +87,7 @@ def run_cell(world: World, vec: dict, traffic_name: str, seed: int, depths: list
     relevant = next_relevant(world, window)
     base = judge_next(world, vec, cache, None, window)
     ids = base["query_ids"]
-    position = {sid: i for i, (sid, _) in enumerate(window)}
+    position = {arrival_key(i): i for i in range(len(window))}  # judge_next keys each search by its arrival
     answered = {r.query for r in train_rows if r.label == 1}
     rows = {"adapter+memory": judge_next(world, vec, cache, learned, window)["ndcg@10"]}
     queries = np.stack([vec[query] for _, query in window])

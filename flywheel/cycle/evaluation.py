@@ -186,6 +186,13 @@ def _both_rankings(
     return out
 
 
+def arrival_key(n: int) -> str:
+    """The key of the n-th search of a window: scorers order their rows by key, and keyed by their random ids
+    the same traffic's per-search values would reach the bootstrap in another order each time, moving the CI's
+    ends; keyed by arrival they keep the order they came in."""
+    return f"{n:09d}"
+
+
 def next_traffic_view(
     score: Scorer, searches: list[Any], train_rows: list[Any], seed: int, allowed: dict[str, set[str]] | None = None
 ) -> dict[str, Any] | None:
@@ -194,9 +201,7 @@ def next_traffic_view(
     restricts both rankings of a filtered search."""
     if not searches:
         return None
-    # Keyed by arrival, not by search id: the scorer orders its rows by key, and random ids would hand the same
-    # traffic's per-search values to the bootstrap in another order each time, moving the CI's ends.
-    key = {s.search_id: f"{n:09d}" for n, s in enumerate(searches)}
+    key = {s.search_id: arrival_key(n) for n, s in enumerate(searches)}
     queries = {key[s.search_id]: s.query for s in searches}
     relevant = {key[s.search_id]: set(s.clicked) for s in searches}
     trained = {p.group for p in train_rows}
