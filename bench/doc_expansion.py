@@ -33,7 +33,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from click_depth import group_line, group_summary, per_query_ndcg  # noqa: E402
+from click_depth import clicked_bound, group_line, group_summary, per_query_ndcg  # noqa: E402
 from learners import base_vectors, next_relevant, settings_for, simulated_log  # noqa: E402
 
 from flywheel.cycle.adapter import train_learner, training_arrays  # noqa: E402
@@ -115,7 +115,7 @@ def run(traffic: str, seed: int, betas: list[float], world: Any, vec: dict) -> l
         "seed": seed,
         "with_clicked_document": group_summary(prior, base["check"], trained),
         "without": group_summary(~prior, base["check"], trained),
-        "bound": round(float(((1 - base["check"]) * prior).mean() / base["check"].mean()), 4),
+        "bound": clicked_bound(prior, base["check"]),
     }
     print(
         f"{traffic:7} seed {seed} check claims with a clicked relevant document "
